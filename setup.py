@@ -1,0 +1,23 @@
+from setuptools import setup
+
+setup(
+    name="txnatpmp",
+    version="0.1.0",
+    description="NAT-PMP (RFC 6886) port mapping for Twisted: client, keep-alive service, twistd plugin",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10",
+    packages=["txnatpmp", "twisted.plugins"],
+    package_data={"txnatpmp": ["py.typed"]},
+    install_requires=["Twisted>=24.7", "attrs>=22.2"],
+    extras_require={
+        "test": ["pytest>=7", "pytest-twisted>=1.14", "hypothesis>=6"],
+        "dev": ["mypy>=1.10", "mypy-zope>=1.0"],
+    },
+    classifiers=[
+        "Framework :: Twisted",
+        "Programming Language :: Python :: 3",
+        "Topic :: System :: Networking",
+    ],
+)

@@ -1,0 +1,276 @@
+"""
+L{NATPMPClient}: a NAT-PMP client as a Twisted C{DatagramProtocol}.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import deque
+from typing import Any, Callable, TypeVar
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import Logger
+
+from ._epoch import EpochTracker
+from ._reactor import global_reactor
+from ._errors import ClientStopped, DecodeError, GatewayTimeout, error_for_result
+from ._results import ExternalAddress, Mapping
+from ._schedule import DELETE_SCHEDULE, RFC_SCHEDULE, RetransmitSchedule
+from ._wire import (
+    SERVER_PORT,
+    ExternalAddressRequest,
+    ExternalAddressResponse,
+    MappingRequest,
+    MappingResponse,
+    Request,
+    Response,
+    answers,
+    check_protocol,
+    decode_response,
+    encode,
+    is_delete,
+)
+
+T = TypeVar("T")
+
+
+def check_gateway(host: str, port: int) -> tuple[str, int]:
+    """
+    Return C{(host, port)} if C{host} is a dotted IPv4 address and C{port} a UDP port.
+
+    @raise ValueError: otherwise.
+    """
+    try:
+        address = ipaddress.IPv4Address(host)
+    except ValueError:
+        raise ValueError(f"gateway must be an IPv4 address, not {host!r}") from None
+    if not isinstance(port, int) or not 1 <= port <= 0xFFFF:
+        raise ValueError(f"gateway port must be from 1 to 65535, not {port!r}")
+    return str(address), port
+
+
+class _Exchange:
+    """One request and its transmissions, from queueing to its answer."""
+
+    __slots__ = ("request", "data", "schedule", "deferred", "attempt", "timer", "started")
+
+    def __init__(self, request: Request, schedule: RetransmitSchedule) -> None:
+        self.request = request
+        self.data = encode(request)
+        self.schedule = schedule
+        self.deferred: Deferred[Response] = Deferred()
+        self.attempt = 0
+        self.timer: IDelayedCall | None = None
+        self.started = 0.0
+
+
+class NATPMPClient(DatagramProtocol):
+    """
+    Talks NAT-PMP to one gateway.
+
+    Start it with C{reactor.listenUDP(0, client)}.  Requests made before it listens wait in the
+    queue.  Requests go out one at a time in the order they were made (R08), each retransmitted on
+    C{schedule} until answered (R07).  Every request method returns a C{Deferred}; cancelling it
+    withdraws the request.
+
+    @ivar epoch: The gateway's L{EpochTracker}: add an observer to learn when it lost state (R18).
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        gateway: str,
+        gateway_port: int = SERVER_PORT,
+        reactor: IReactorTime | None = None,
+        schedule: RetransmitSchedule = RFC_SCHEDULE,
+        delete_schedule: RetransmitSchedule = DELETE_SCHEDULE,
+    ) -> None:
+        """
+        @param gateway: The gateway's IPv4 address (see L{txnatpmp.find_gateway}).
+        @param gateway_port: Its NAT-PMP port; tests use a FakeGateway's.
+        @param reactor: Provides the clock; the global reactor by default.
+        @param schedule: Retransmissions for requests that read or create.
+        @param delete_schedule: Retransmissions for deletes, which give up sooner (R17).
+        """
+        self.gateway = check_gateway(gateway, gateway_port)
+        if reactor is None:
+            reactor = global_reactor()
+        self._clock: IReactorTime = reactor
+        self.schedule = schedule
+        self.delete_schedule = delete_schedule
+        self.epoch = EpochTracker(reactor.seconds)
+        self._queue: deque[_Exchange] = deque()
+        self._current: _Exchange | None = None
+
+    def __repr__(self) -> str:
+        return f"<NATPMPClient for {self.gateway[0]}:{self.gateway[1]}>"
+
+    @property
+    def pending(self) -> int:
+        """How many requests are waiting or in flight."""
+        return len(self._queue) + (self._current is not None)
+
+    # Public requests
+
+    def get_external_address(self) -> Deferred[ExternalAddress]:
+        """Ask for the gateway's external IPv4 address."""
+        return self._submit(ExternalAddressRequest(), _external_address)
+
+    def map_port(
+        self, protocol: str, internal_port: int, external_port: int = 0, lifetime: int = 7200
+    ) -> Deferred[Mapping]:
+        """
+        Create or renew a mapping.  The gateway decides the external port (C{external_port} is
+        only a suggestion, 0 for any) and the lifetime: use the returned L{Mapping}'s (R13, R14).
+
+        A lifetime of 0 deletes instead.  Internal port 0 with a lifetime is sent as given, as
+        some VPN providers document.
+
+        @raise ValueError: for a protocol other than C{"tcp"}/C{"udp"}, a port outside 0-65535
+            or a lifetime outside 0-4294967295; nothing is sent.
+        """
+        request = MappingRequest(check_protocol(protocol), internal_port, external_port, lifetime)
+        return self._submit(request, _mapping)
+
+    def unmap_port(self, protocol: str, internal_port: int) -> Deferred[Mapping]:
+        """
+        Delete a mapping (R16); deleting one that does not exist succeeds too.  Gives up after
+        C{delete_schedule} (R17).
+        """
+        if internal_port == 0:
+            raise ValueError("internal port 0 deletes every mapping: use unmap_all()")
+        return self._submit(MappingRequest(check_protocol(protocol), internal_port, 0, 0), _mapping)
+
+    def unmap_all(self, protocol: str) -> Deferred[Mapping]:
+        """Delete every mapping of one protocol that this host holds (R16)."""
+        return self._submit(MappingRequest(check_protocol(protocol), 0, 0, 0), _mapping)
+
+    # DatagramProtocol
+
+    def startProtocol(self) -> None:
+        self._send_next()
+
+    def stopProtocol(self) -> None:
+        waiting = list(self._queue)
+        self._queue.clear()
+        if self._current is not None:
+            waiting.insert(0, self._current)
+            self._stop_timer(self._current)
+            self._current = None
+        for exchange in waiting:
+            exchange.deferred.errback(ClientStopped("the client stopped listening"))
+
+    def datagramReceived(self, data: bytes, addr: Any) -> None:
+        try:
+            self._receive(data, addr)
+        except Exception:
+            self.log.failure("Unexpected error handling a datagram from {source}", source=addr)
+
+    # The queue
+
+    def _submit(self, request: Request, convert: Callable[[Request, Response], T]) -> Deferred[T]:
+        schedule = self.delete_schedule if is_delete(request) else self.schedule
+        exchange = _Exchange(request, schedule)
+        exchange.deferred = Deferred(lambda _: self._withdraw(exchange))
+        self._queue.append(exchange)
+        self._send_next()
+        return exchange.deferred.addCallback(lambda response: convert(request, response))
+
+    def _send_next(self) -> None:
+        if self._current is not None or self.transport is None or not self._queue:
+            return
+        self._current = self._queue.popleft()
+        self._current.started = self._clock.seconds()
+        self._transmit(self._current)
+
+    def _transmit(self, exchange: _Exchange) -> None:
+        assert self.transport is not None
+        self.transport.write(exchange.data, self.gateway)
+        self.log.debug(
+            "Sent {request} to {host}:{port} (attempt {attempt} of {attempts})",
+            request=exchange.request,
+            host=self.gateway[0],
+            port=self.gateway[1],
+            attempt=exchange.attempt + 1,
+            attempts=exchange.schedule.attempts,
+        )
+        wait = exchange.schedule.wait_after(exchange.attempt)
+        exchange.attempt += 1
+        exchange.timer = self._clock.callLater(wait, self._no_answer, exchange)
+
+    def _no_answer(self, exchange: _Exchange) -> None:
+        exchange.timer = None
+        if exchange.attempt < exchange.schedule.attempts:
+            self.log.info(
+                "No answer from {host} yet, retrying, attempt {attempt} of {attempts}",
+                host=self.gateway[0],
+                attempt=exchange.attempt + 1,
+                attempts=exchange.schedule.attempts,
+                request=exchange.request,
+            )
+            self._transmit(exchange)
+            return
+        waited = self._clock.seconds() - exchange.started
+        self._finish(exchange, GatewayTimeout(self.gateway, exchange.attempt, waited))
+
+    def _withdraw(self, exchange: _Exchange) -> None:
+        """The caller cancelled: forget the request wherever it is."""
+        if exchange is self._current:
+            self._finish(exchange, None)
+        elif exchange in self._queue:
+            self._queue.remove(exchange)
+
+    def _finish(self, exchange: _Exchange, outcome: Response | Exception | None) -> None:
+        """
+        Take C{exchange} out of flight, fire its Deferred with C{outcome} (nothing when it was
+        cancelled), then send the next request.
+        """
+        self._stop_timer(exchange)
+        self._current = None
+        if isinstance(outcome, Exception):
+            exchange.deferred.errback(outcome)
+        elif outcome is not None:
+            exchange.deferred.callback(outcome)
+        self._send_next()
+
+    @staticmethod
+    def _stop_timer(exchange: _Exchange) -> None:
+        if exchange.timer is not None and exchange.timer.active():
+            exchange.timer.cancel()
+        exchange.timer = None
+
+    def _receive(self, data: bytes, source: Any) -> None:
+        if tuple(source) != self.gateway:
+            self.log.debug("Ignored {size} bytes from {source}: not the gateway", size=len(data),
+                           source=source)
+            return
+        try:
+            response = decode_response(data)
+        except DecodeError as error:
+            self.log.debug("Ignored a malformed datagram from the gateway: {error}", error=error)
+            return
+        exchange = self._current
+        if exchange is None or not answers(exchange.request, response):
+            self.log.debug("Ignored {response}: it answers no request in flight", response=response)
+            return
+        self.epoch.observe(response.epoch)
+        self._finish(exchange, error_for_result(response.result) if response.result else response)
+
+
+def _external_address(request: Request, response: Response) -> ExternalAddress:
+    assert isinstance(response, ExternalAddressResponse)
+    return ExternalAddress(response.address, response.epoch)
+
+
+def _mapping(request: Request, response: Response) -> Mapping:
+    assert isinstance(response, MappingResponse)
+    return Mapping(
+        response.protocol,
+        response.internal_port,
+        response.external_port,
+        response.lifetime,
+        response.epoch,
+    )

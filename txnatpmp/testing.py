@@ -1,0 +1,347 @@
+"""
+Test doubles for code that uses txnatpmp.
+
+L{FakeGateway} is a real NAT-PMP server: bind it to loopback and point a client (yours, txnatpmp's,
+or a peer such as libnatpmp's C{natpmpc}) at it::
+
+    gateway = FakeGateway()
+    port = gateway.listen()                     # 127.0.0.1, any free port
+    client = NATPMPClient("127.0.0.1", port.getHost().port)
+
+Its knobs simulate what real routers do: reboot, drop or delay replies, refuse with a result
+code, change the external address and announce it.  It records what it received and the highest
+number of distinct requests it ever had outstanding at once.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any, Iterator
+
+from attrs import define, frozen
+from twisted.internet.interfaces import IListeningPort, IReactorTime, IReactorUDP
+from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import Logger
+
+from ._reactor import global_reactor
+from ._errors import DecodeError
+from ._wire import (
+    NATPMP_VERSION,
+    OP_EXTERNAL_ADDRESS,
+    OP_MAP_TCP,
+    OP_MAP_UDP,
+    RESPONSE_BIT,
+    ErrorResponse,
+    ExternalAddressResponse,
+    MappingRequest,
+    MappingResponse,
+    PCPAnnounce,
+    Protocol,
+    Request,
+    Response,
+    decode_request,
+    encode,
+)
+
+__all__ = ["Datagram", "FakeGateway", "FakeMapping", "MemoryNetwork", "Received"]
+
+_FIRST_DYNAMIC_PORT = 1024
+
+
+@frozen
+class Received:
+    """One datagram that reached the gateway, and whether it was dropped as if lost."""
+
+    data: bytes
+    source: tuple[str, int]
+    time: float
+    dropped: bool
+
+
+@define
+class FakeMapping:
+    """A mapping in the gateway's table."""
+
+    client: str
+    protocol: Protocol
+    internal_port: int
+    external_port: int
+    expires: float
+
+
+class FakeGateway(DatagramProtocol):
+    """
+    A NAT-PMP gateway double that answers real UDP datagrams.
+
+    Knobs (plain attributes, change them at any time):
+      - C{external_address}: reported to clients; see L{set_external_address}.
+      - C{delay}: seconds before each reply is sent (0 sends it on the next reactor turn).
+      - C{drop_next}: drop this many coming requests, as if lost; C{drop_rate}: drop each with
+        this probability (seeded with C{seed}, so runs repeat).
+      - C{online}: C{False} ignores everything, like a gateway that is off.
+      - C{refuse_with}: answer every request with this result code until set back to C{None}.
+      - C{min_lifetime}, C{max_lifetime}: bounds of granted lifetimes.
+      - C{reserved_ports}: external ports held by someone else, never handed out.
+      - C{announce_to}: C{(host, port)} destinations of announcements.  Empty by default: nothing
+        is multicast unless a test asks for it, and only inside a network namespace it made.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: IReactorTime | None = None,
+        external_address: str = "203.0.113.1",
+        seed: int = 0,
+    ) -> None:
+        if reactor is None:
+            reactor = global_reactor()
+        self._clock: IReactorTime = reactor
+        self.external_address = external_address
+        self.delay = 0.0
+        self.drop_next = 0
+        self.drop_rate = 0.0
+        self.online = True
+        self.refuse_with: int | None = None
+        self.min_lifetime = 1
+        self.max_lifetime = 86400
+        self.reserved_ports: set[int] = set()
+        self.announce_to: list[tuple[str, int]] = []
+        self.received: list[Received] = []
+        self.max_outstanding = 0
+        self._random = random.Random(seed)
+        self._outstanding: set[tuple[tuple[str, int], bytes]] = set()
+        self._table: dict[tuple[str, str, int], FakeMapping] = {}
+        self._started = self._clock.seconds()
+
+    def listen(
+        self, reactor: IReactorUDP | None = None, port: int = 0, interface: str = "127.0.0.1"
+    ) -> IListeningPort:
+        """Start serving on C{interface}:C{port} (loopback, any free port, by default)."""
+        if reactor is None:
+            reactor = global_reactor()
+        return reactor.listenUDP(port, self, interface=interface, maxPacketSize=8192)
+
+    # State
+
+    @property
+    def epoch(self) -> int:
+        """Seconds since start of epoch, as the gateway reports it."""
+        return int(self._clock.seconds() - self._started)
+
+    @property
+    def mappings(self) -> list[FakeMapping]:
+        """The live mappings."""
+        self._expire()
+        return list(self._table.values())
+
+    def mapping_for(self, protocol: str, internal_port: int) -> FakeMapping | None:
+        """The live mapping of C{protocol}/C{internal_port} (for any client), if there is one."""
+        return next(
+            (m for m in self.mappings if (m.protocol, m.internal_port) == (protocol, internal_port)),
+            None,
+        )
+
+    @property
+    def requests(self) -> list[Request]:
+        """Every well-formed request that was not dropped, in order of arrival."""
+        return list(self._decoded(r.data for r in self.received if not r.dropped))
+
+    # Knobs that act
+
+    def reboot(self, announce: bool = True) -> None:
+        """Forget every mapping and restart the epoch at 0, as a router that rebooted."""
+        self._table.clear()
+        self._started = self._clock.seconds()
+        if announce:
+            self.announce()
+
+    def set_external_address(self, address: str, announce: bool = True) -> None:
+        """Change the external address and, by default, announce it (R22)."""
+        self.external_address = address
+        if announce:
+            self.announce()
+
+    def announce(self, pcp: bool = False) -> None:
+        """Send an announcement to every C{announce_to} destination, in NAT-PMP or PCP format."""
+        message = (
+            PCPAnnounce(0, self.epoch)
+            if pcp
+            else ExternalAddressResponse(0, self.epoch, self.external_address)
+        )
+        for destination in self.announce_to:
+            self._send(encode(message), destination)
+
+    # DatagramProtocol
+
+    def datagramReceived(self, data: bytes, addr: Any) -> None:
+        source = (addr[0], addr[1])
+        dropped = not self.online or self._drops()
+        self.received.append(Received(data, source, self._clock.seconds(), dropped))
+        if dropped:
+            return
+        reply = self._reply(data, source[0])
+        if reply is None:
+            return
+        key = (source, data)
+        self._outstanding.add(key)
+        self.max_outstanding = max(self.max_outstanding, len(self._outstanding))
+        self._clock.callLater(self.delay, self._answer, key, encode(reply))
+
+    # Internals
+
+    def _drops(self) -> bool:
+        if self.drop_next > 0:
+            self.drop_next -= 1
+            return True
+        return self.drop_rate > 0 and self._random.random() < self.drop_rate
+
+    def _answer(self, key: tuple[tuple[str, int], bytes], reply: bytes) -> None:
+        self._outstanding.discard(key)
+        self._send(reply, key[0])
+
+    def _send(self, data: bytes, destination: tuple[str, int]) -> None:
+        if self.transport is not None:
+            self.transport.write(data, destination)
+
+    def _reply(self, data: bytes, client: str) -> Response | None:
+        """The server's answer to a datagram, or C{None} to ignore it (RFC 6886 section 3.5)."""
+        if len(data) < 2 or data[1] >= RESPONSE_BIT:
+            return None
+        version, opcode = data[0], data[1]
+        if version != NATPMP_VERSION:
+            return ErrorResponse(RESPONSE_BIT, 1, self.epoch)
+        if opcode not in (OP_EXTERNAL_ADDRESS, OP_MAP_UDP, OP_MAP_TCP):
+            return ErrorResponse(RESPONSE_BIT + opcode, 5, self.epoch)
+        try:
+            request = decode_request(data)
+        except (DecodeError, ValueError):
+            return None
+        if not isinstance(request, MappingRequest):
+            return ExternalAddressResponse(
+                self.refuse_with or 0,
+                self.epoch,
+                "0.0.0.0" if self.refuse_with else self.external_address,
+            )
+        if self.refuse_with:
+            return MappingResponse(
+                request.protocol, self.refuse_with, self.epoch, request.internal_port, 0, 0
+            )
+        return self._map(client, request)
+
+    def _map(self, client: str, request: MappingRequest) -> MappingResponse:
+        self._expire()
+        key = (client, request.protocol, request.internal_port)
+        if request.lifetime == 0:
+            if request.internal_port == 0:
+                for other in [k for k in self._table if k[:2] == key[:2]]:
+                    del self._table[other]
+            else:
+                self._table.pop(key, None)
+            return MappingResponse(request.protocol, 0, self.epoch, request.internal_port, 0, 0)
+        lifetime = min(max(request.lifetime, self.min_lifetime), self.max_lifetime)
+        existing = self._table.get(key)
+        if existing is not None:
+            external = existing.external_port
+        else:
+            external = self._free_port(
+                request.protocol, request.external_port or request.internal_port
+            )
+        self._table[key] = FakeMapping(
+            client,
+            request.protocol,
+            request.internal_port,
+            external,
+            self._clock.seconds() + lifetime,
+        )
+        return MappingResponse(
+            request.protocol, 0, self.epoch, request.internal_port, external, lifetime
+        )
+
+    def _free_port(self, protocol: str, preferred: int) -> int:
+        taken = self.reserved_ports | {
+            m.external_port for m in self._table.values() if m.protocol == protocol
+        }
+        if preferred and preferred not in taken:
+            return preferred
+        return next(p for p in range(_FIRST_DYNAMIC_PORT, 0x10000) if p not in taken)
+
+    def _expire(self) -> None:
+        now = self._clock.seconds()
+        for key in [k for k, m in self._table.items() if m.expires <= now]:
+            del self._table[key]
+
+    @staticmethod
+    def _decoded(datagrams: Iterator[bytes]) -> Iterator[Request]:
+        for data in datagrams:
+            try:
+                yield decode_request(data)
+            except (DecodeError, ValueError):
+                continue
+
+
+@frozen
+class Datagram:
+    """One datagram sent across a L{MemoryNetwork}."""
+
+    time: float
+    source: tuple[str, int]
+    destination: tuple[str, int]
+    data: bytes
+
+
+class MemoryNetwork:
+    """
+    Datagrams between protocols of this process, without sockets, so a client, a L{FakeGateway}
+    and a test share one C{Clock}::
+
+        clock = Clock()
+        network = MemoryNetwork(clock)
+        network.attach(FakeGateway(clock), ("127.0.0.1", 5351))
+        network.attach(client, ("127.0.0.1", 40000))
+
+    Delivery is immediate; the gateway replies after its C{delay} on the clock, so advance the
+    clock (C{clock.advance(0)} at least) for answers to arrive.  Every datagram sent is recorded
+    in C{sent}, also those to addresses nobody is attached to.
+    """
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self._clock = clock
+        self._hosts: dict[tuple[str, int], DatagramProtocol] = {}
+        self.sent: list[Datagram] = []
+
+    def attach(self, protocol: DatagramProtocol, address: tuple[str, int]) -> None:
+        """Give C{protocol} the address C{address} and start it."""
+        self._hosts[address] = protocol
+        protocol.makeConnection(_MemoryTransport(self, address))  # type: ignore[arg-type]
+
+    def detach(self, address: tuple[str, int]) -> None:
+        """Stop the protocol at C{address}, as if its port stopped listening."""
+        protocol = self._hosts.pop(address)
+        protocol.doStop()  # type: ignore[no-untyped-call]
+        protocol.transport = None
+
+    def sent_to(self, address: tuple[str, int]) -> list[Datagram]:
+        """The datagrams sent to C{address}."""
+        return [d for d in self.sent if d.destination == address]
+
+    def deliver(self, data: bytes, source: tuple[str, int], destination: tuple[str, int]) -> None:
+        """Send C{data} from C{source}: any host can forge any source address here."""
+        self.sent.append(Datagram(self._clock.seconds(), source, destination, data))
+        receiver = self._hosts.get(destination)
+        if receiver is not None:
+            receiver.datagramReceived(data, source)
+
+
+class _MemoryTransport:
+    """The part of C{IUDPTransport} the protocols here use."""
+
+    def __init__(self, network: MemoryNetwork, address: tuple[str, int]) -> None:
+        self._network = network
+        self._address = address
+
+    def write(self, packet: bytes, addr: tuple[str, int]) -> None:
+        self._network.deliver(packet, self._address, (addr[0], addr[1]))
+
+    def getHost(self) -> tuple[str, int]:
+        return self._address
