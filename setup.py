@@ -8,7 +8,7 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.10",
-    packages=["txnatpmp", "twisted.plugins"],
+    packages=["txnatpmp"],
     package_data={"txnatpmp": ["py.typed"]},
     install_requires=["Twisted>=24.7", "attrs>=22.2"],
     extras_require={

@@ -90,13 +90,16 @@ def _read_proc_net_route(path: str = "/proc/net/route") -> Deferred[str]:
 
 
 def _run(reactor: IReactorProcess, argv: list[str], parse: Callable[[str], str]) -> Deferred[str]:
+    """Run a routing command without blocking, and parse what it prints."""
     from twisted.internet.utils import getProcessOutput
 
-    output: Deferred[bytes] = getProcessOutput(argv[0], argv[1:], reactor=reactor)  # type: ignore[no-untyped-call]
+    def failed(reason: object) -> str:
+        raise GatewayNotFound(f"could not run {' '.join(argv)}: {reason}")
 
-    def failed(failure: object) -> str:
-        raise GatewayNotFound(f"could not run {' '.join(argv)}: {failure}")
-
+    try:
+        output: Deferred[bytes] = getProcessOutput(argv[0], argv[1:], reactor=reactor)  # type: ignore[no-untyped-call]
+    except OSError as error:
+        return defer.fail(GatewayNotFound(f"could not run {' '.join(argv)}: {error}"))
     return output.addCallbacks(lambda out: parse(out.decode("utf-8", "replace")), failed)
 
 

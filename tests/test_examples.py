@@ -1,0 +1,24 @@
+"""
+The examples the README shows run as documented.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).parent.parent
+EXAMPLES = ROOT / "examples"
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+
+
+def test_quickstart_maps_and_deletes() -> None:
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "quickstart.py")],
+        capture_output=True, text=True, timeout=60, env=ENV,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "tcp 8080 is reachable at 203.0.113.7:8080 for 3600 s" in result.stdout
+    assert "the gateway holds 0 mappings" in result.stdout
