@@ -1,0 +1,116 @@
+"""
+A txnatpmp process for a lab namespace, driven by JSON lines on stdin (one answer line each).
+
+Commands ("op"): find_gateway; connect [gateway, port, initial_delay, attempts]; address;
+map protocol internal_port [external_port lifetime]; map_many protocol ports [lifetime];
+unmap protocol internal_port; unmap_all protocol; lost_state (epoch losses seen so far);
+serve protocol port (a TCP server that greets and closes, or a UDP echo);
+listen_announcements; announcements (those heard so far).
+Failures answer {"error": <exception class>, "message": ..., "code": <result code or null>}.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import attrs
+from twisted.internet import defer, reactor, stdio
+from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
+from twisted.protocols.basic import LineReceiver
+
+from txnatpmp import NATPMPClient, RetransmitSchedule, find_gateway
+from txnatpmp._announce import AnnouncementListener, listen_for_announcements
+
+GREETING = b"hello from behind the NAT\n"
+
+
+class Greeter(Protocol):
+    def connectionMade(self) -> None:
+        self.transport.write(GREETING)
+        self.transport.loseConnection()
+
+
+class Echo(DatagramProtocol):
+    def datagramReceived(self, data: bytes, addr: Any) -> None:
+        self.transport.write(data, addr)
+
+
+def as_dict(value: Any) -> dict[str, Any]:
+    return attrs.asdict(value)
+
+
+class Agent(LineReceiver):
+    delimiter = b"\n"
+
+    def __init__(self) -> None:
+        self.client: NATPMPClient | None = None
+        self.lost: list[dict[str, float]] = []
+        self.heard: list[dict[str, Any]] = []
+
+    def lineReceived(self, line: bytes) -> None:
+        command = json.loads(line)
+        d = defer.maybeDeferred(getattr(self, "op_" + command.pop("op")), **command)
+        d.addErrback(lambda f: {"error": type(f.value).__name__, "message": str(f.value),
+                                "code": getattr(f.value, "code", None)})
+        d.addCallback(lambda answer: self.sendLine(json.dumps(answer).encode()))
+
+    async def op_find_gateway(self) -> dict[str, Any]:
+        return {"gateway": await find_gateway()}
+
+    async def op_connect(self, gateway: str | None = None, port: int = 5351,
+                         initial_delay: float = 0.25, attempts: int = 9) -> dict[str, Any]:
+        gateway = gateway or await find_gateway()
+        self.client = NATPMPClient(gateway, port, schedule=RetransmitSchedule(initial_delay, attempts))
+        self.client.epoch.add_observer(
+            lambda received, expected: self.lost.append({"received": received, "expected": expected}))
+        reactor.listenUDP(0, self.client)
+        return {"gateway": gateway}
+
+    async def op_address(self) -> dict[str, Any]:
+        assert self.client is not None
+        return as_dict(await self.client.get_external_address())
+
+    async def op_map(self, protocol: str, internal_port: int, external_port: int = 0,
+                     lifetime: int = 7200) -> dict[str, Any]:
+        assert self.client is not None
+        return as_dict(await self.client.map_port(protocol, internal_port, external_port, lifetime))
+
+    async def op_map_many(self, protocol: str, ports: list[int], lifetime: int = 600) -> dict[str, Any]:
+        assert self.client is not None
+        mappings = await defer.gatherResults(
+            [self.client.map_port(protocol, p, 0, lifetime) for p in ports], consumeErrors=True)
+        return {"mappings": [as_dict(m) for m in mappings]}
+
+    async def op_unmap(self, protocol: str, internal_port: int) -> dict[str, Any]:
+        assert self.client is not None
+        return as_dict(await self.client.unmap_port(protocol, internal_port))
+
+    async def op_unmap_all(self, protocol: str) -> dict[str, Any]:
+        assert self.client is not None
+        return as_dict(await self.client.unmap_all(protocol))
+
+    def op_lost_state(self) -> dict[str, Any]:
+        return {"lost": self.lost}
+
+    def op_serve(self, protocol: str, port: int) -> dict[str, Any]:
+        if protocol == "tcp":
+            reactor.listenTCP(port, Factory.forProtocol(Greeter))
+        else:
+            reactor.listenUDP(port, Echo())
+        return {"serving": port}
+
+    def op_listen_announcements(self, gateway: str) -> dict[str, Any]:
+        def heard(announcement: Any) -> None:
+            self.heard.append({"kind": type(announcement).__name__, **as_dict(announcement)})
+
+        listen_for_announcements(AnnouncementListener(gateway, heard))
+        return {"listening": True}
+
+    def op_announcements(self) -> dict[str, Any]:
+        return {"announcements": self.heard}
+
+
+if __name__ == "__main__":
+    stdio.StandardIO(Agent())
+    reactor.run()

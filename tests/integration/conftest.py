@@ -1,0 +1,43 @@
+"""
+Fixtures for the real-gateway lab.  Without root and network namespaces the lab tests skip, with
+the reason; under CI a skip fails the run (see tests/conftest.py).
+
+Set TXNATPMP_LAB_DEBUG=1 to run miniupnpd with its debug log (kept in the lab's work folder).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+from typing import Iterator
+
+import pytest
+
+from .lab import Lab, missing_requirements, remove_stale_labs
+
+
+@pytest.fixture(scope="session")
+def lab_session() -> Iterator[Lab]:
+    reason = missing_requirements()
+    if reason is not None:
+        pytest.skip(f"real-gateway lab unavailable: {reason}")
+    remove_stale_labs()
+    lab = Lab(debug=bool(os.environ.get("TXNATPMP_LAB_DEBUG")))
+    atexit.register(lab.close)  # also when the run is interrupted
+    lab.start()
+    try:
+        yield lab
+    finally:
+        lab.close()
+
+
+@pytest.fixture
+def lab(lab_session: Lab) -> Iterator[Lab]:
+    """The session's lab, handed back clean: no packet loss, no agents, no mappings."""
+    yield lab_session
+    lab_session.undrop()
+    for agent in lab_session._agents:
+        agent.close()
+    lab_session._agents.clear()
+    if not lab_session.gateway_alive() or lab_session.mappings():
+        lab_session.restart_gateway()

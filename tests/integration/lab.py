@@ -1,0 +1,374 @@
+"""
+A real NAT-PMP gateway (Debian's miniupnpd) in network namespaces, for integration tests.
+
+Topology (see ../shared/lab.md of the project notes)::
+
+    client ns                 gateway ns                        wan ns
+    198.51.100.10 --veth-- 198.51.100.1 | 203.0.113.2 --veth-- 203.0.113.1
+    default via .1            miniupnpd, nftables NAT           (the internet)
+
+Everything created carries a tag with this process's pid, so a later run can remove what a killed
+run left behind.  Nothing here sends traffic outside these namespaces.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+AGENT = Path(__file__).with_name("agent.py")
+
+GATEWAY_LAN = "198.51.100.1"
+CLIENT = "198.51.100.10"
+GATEWAY_WAN = "203.0.113.2"
+WAN_HOST = "203.0.113.1"
+EXTERNAL_ADDRESS = "80.100.100.1"  # what miniupnpd reports; nothing is ever sent to it
+ALLOWED_PORTS = (1024, 65535)
+
+PREFIX = "txnatpmp-"
+
+NFT_CHAINS = """
+table inet filter {
+  chain forward { type filter hook forward priority 0; policy accept; jump miniupnpd; }
+  chain miniupnpd { }
+  chain prerouting { type nat hook prerouting priority -100; policy accept; jump prerouting_miniupnpd; }
+  chain postrouting { type nat hook postrouting priority 100; policy accept; jump postrouting_miniupnpd; }
+  chain prerouting_miniupnpd { }
+  chain postrouting_miniupnpd { }
+}
+"""
+
+_RULE = re.compile(
+    r"(?:@nh,72,8 (?P<proto_num>0x[0-9a-f]+) th|(?P<proto>tcp|udp)) dport (?P<external>\d+)"
+    r" dnat ip to (?P<address>[\d.]+):(?P<internal>\d+)"
+)
+_PROTOCOL_NUMBERS = {"0x6": "tcp", "0x11": "udp"}
+
+
+def missing_requirements() -> str | None:
+    """Why the lab cannot run here, or C{None} if it can."""
+    if sys.platform != "linux":
+        return "the lab needs Linux network namespaces"
+    if os.geteuid() != 0:
+        return "the lab needs root (network namespaces, nftables)"
+    for tool in ("ip", "nft", "miniupnpd"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (apt-get install iproute2 nftables miniupnpd-nftables)"
+    probe = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        return f"ip netns does not work here: {probe.stderr.strip()}"
+    return None
+
+
+def remove_stale_labs() -> None:
+    """Delete namespaces left by lab runs whose process is gone."""
+    listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    for line in listing.splitlines():
+        name = line.split()[0] if line.split() else ""
+        match = re.match(rf"{PREFIX}(\d+)-", name)
+        if match and not Path(f"/proc/{match.group(1)}").exists():
+            _kill_namespace_processes(name)
+            subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+def _kill_namespace_processes(namespace: str) -> None:
+    pids = subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, text=True)
+    for pid in pids.stdout.split():
+        try:
+            os.kill(int(pid), signal.SIGKILL)
+        except (ProcessLookupError, ValueError):
+            pass
+
+
+class Lab:
+    """
+    One lab: three namespaces and a miniupnpd.  Use as a context manager, or call L{start} and
+    L{close} (which is safe to call twice, and after a failed start).
+
+    @param debug: Run miniupnpd in the foreground with its debug log (about 30 times slower per
+        request; for diagnosing, never for measuring).  The log is C{self.workdir / "miniupnpd.log"}.
+    """
+
+    _count = 0
+
+    def __init__(self, debug: bool = False, min_lifetime: int = 120) -> None:
+        Lab._count += 1
+        self.tag = f"{os.getpid()}-{Lab._count}"
+        short = f"{os.getpid() % 100000}{Lab._count}"
+        self.ns = {role: f"{PREFIX}{self.tag}-{role}" for role in ("gw", "client", "wan")}
+        self.veth = {
+            "client": f"tc{short}",
+            "gw_lan": f"tl{short}",
+            "gw_wan": f"tw{short}",
+            "wan": f"tx{short}",
+        }
+        self.debug = debug
+        self.min_lifetime = min_lifetime
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{self.tag}-"))
+        self._gateway: subprocess.Popen[bytes] | None = None
+        self._pid: int | None = None
+        self._agents: list[Agent] = []
+
+    def __enter__(self) -> Lab:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # Building and tearing down
+
+    def start(self) -> None:
+        try:
+            self._build()
+            self.start_gateway()
+        except BaseException:
+            self.close()
+            raise
+
+    def _build(self) -> None:
+        ns, veth = self.ns, self.veth
+        for name in ns.values():
+            _sh("ip", "netns", "add", name)
+        _sh("ip", "link", "add", veth["client"], "type", "veth", "peer", "name", veth["gw_lan"])
+        _sh("ip", "link", "add", veth["gw_wan"], "type", "veth", "peer", "name", veth["wan"])
+        placement = [("client", "client"), ("gw_lan", "gw"), ("gw_wan", "gw"), ("wan", "wan")]
+        for link, role in placement:
+            _sh("ip", "link", "set", veth[link], "netns", ns[role])
+        for link, role, address in [
+            ("client", "client", f"{CLIENT}/24"),
+            ("gw_lan", "gw", f"{GATEWAY_LAN}/24"),
+            ("gw_wan", "gw", f"{GATEWAY_WAN}/24"),
+            ("wan", "wan", f"{WAN_HOST}/24"),
+        ]:
+            _sh("ip", "-n", ns[role], "addr", "add", address, "dev", veth[link])
+            _sh("ip", "-n", ns[role], "link", "set", veth[link], "up")
+        for name in ns.values():
+            _sh("ip", "-n", name, "link", "set", "lo", "up")
+        _sh("ip", "-n", ns["client"], "route", "add", "default", "via", GATEWAY_LAN)
+        _sh("ip", "-n", ns["gw"], "route", "add", "default", "via", WAN_HOST)
+        self.gw("sysctl", "-qw", "net.ipv4.ip_forward=1")
+        rules = self.workdir / "chains.nft"
+        rules.write_text(NFT_CHAINS)
+        self.gw("nft", "-f", str(rules))
+        self.config = self.workdir / "miniupnpd.conf"
+        self.config.write_text(
+            "\n".join(
+                [
+                    f"ext_ifname={veth['gw_wan']}",
+                    f"ext_ip={EXTERNAL_ADDRESS}",
+                    f"listening_ip={veth['gw_lan']}",
+                    "enable_natpmp=yes",
+                    "enable_upnp=no",
+                    "system_uptime=no",
+                    f"min_lifetime={self.min_lifetime}",
+                    "max_lifetime=86400",
+                    f"allow {ALLOWED_PORTS[0]}-{ALLOWED_PORTS[1]} 198.51.100.0/24 "
+                    f"{ALLOWED_PORTS[0]}-{ALLOWED_PORTS[1]}",
+                    "deny 0-65535 0.0.0.0/0 0-65535",
+                    "",
+                ]
+            )
+        )
+
+    def close(self) -> None:
+        """Stop everything and delete the namespaces (their veths go with them)."""
+        for agent in self._agents:
+            agent.close()
+        self._agents.clear()
+        self.stop_gateway()
+        for name in self.ns.values():
+            _kill_namespace_processes(name)
+            subprocess.run(["ip", "netns", "del", name], capture_output=True)
+        if not self.debug:  # keep the debug log for reading
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    # The gateway
+
+    def start_gateway(self) -> None:
+        """Start miniupnpd as a router does (daemonized), or in debug mode in the foreground."""
+        pidfile = self.workdir / "miniupnpd.pid"
+        pidfile.unlink(missing_ok=True)
+        argv = ["ip", "netns", "exec", self.ns["gw"], "miniupnpd", "-f", str(self.config)]
+        if self.debug:
+            log = open(self.workdir / "miniupnpd.log", "ab")
+            self._gateway = subprocess.Popen(argv + ["-d"], stdout=log, stderr=log)
+            self._pid = self._gateway.pid
+        else:
+            _sh(*argv, "-P", str(pidfile))
+            _wait_for(pidfile.exists, 5, "miniupnpd did not write its pid file")
+            _wait_for(lambda: pidfile.read_text().strip().isdigit(), 5, "empty miniupnpd pid file")
+            self._pid = int(pidfile.read_text())
+        _wait_for(self._gateway_listening, 5, "miniupnpd is not listening on udp 5351")
+
+    def _gateway_listening(self) -> bool:
+        sockets = self.gw("ss", "-Hlun", "sport", "=", ":5351").stdout
+        return GATEWAY_LAN in sockets
+
+    def stop_gateway(self) -> None:
+        if self._pid is None:
+            return
+        pid, self._pid = self._pid, None
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        if self._gateway is not None:
+            self._gateway.wait(10)
+            self._gateway = None
+        else:
+            _wait_for(lambda: not Path(f"/proc/{pid}").exists(), 10, "miniupnpd did not stop")
+
+    def restart_gateway(self) -> None:
+        """Stop and start miniupnpd: its epoch restarts at 0 and its mappings are gone."""
+        self.stop_gateway()
+        self.start_gateway()
+
+    def signal_address_change(self) -> None:
+        """SIGUSR1: miniupnpd announces its external address (NAT-PMP and PCP formats)."""
+        assert self._pid is not None
+        os.kill(self._pid, signal.SIGUSR1)
+
+    def gateway_alive(self) -> bool:
+        return self._pid is not None and Path(f"/proc/{self._pid}").exists()
+
+    def mappings(self) -> list[tuple[str, int, str, int]]:
+        """The gateway's live mappings, from its nftables rules: (protocol, external port,
+        internal address, internal port)."""
+        listing = self.gw("nft", "list", "chain", "inet", "filter", "prerouting_miniupnpd").stdout
+        found = []
+        for match in _RULE.finditer(listing):
+            protocol = match["proto"] or _PROTOCOL_NUMBERS.get(match["proto_num"], "?")
+            found.append(
+                (protocol, int(match["external"]), match["address"], int(match["internal"]))
+            )
+        return sorted(found)
+
+    def drop(self, percent: int) -> None:
+        """Drop C{percent}% of the NAT-PMP datagrams reaching the gateway (no netem here)."""
+        self.undrop()
+        self.gw("nft", "add", "table", "inet", "lossy")
+        self.gw("nft", "add", "chain", "inet", "lossy", "input",
+                "{ type filter hook input priority -10; }")
+        self.gw("nft", "add", "rule", "inet", "lossy", "input", "udp", "dport", "5351",
+                "numgen", "random", "mod", "100", "<", str(percent), "counter", "drop")
+
+    def undrop(self) -> None:
+        self.gw("nft", "delete", "table", "inet", "lossy", check=False)
+
+    # Running things in the namespaces
+
+    def run(self, role: str, *argv: str, timeout: float = 30, check: bool = True,
+            input: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Run a command inside namespace C{role} (C{"gw"}, C{"client"} or C{"wan"})."""
+        result = subprocess.run(
+            ["ip", "netns", "exec", self.ns[role], *argv],
+            capture_output=True, text=True, timeout=timeout, input=input, env=_child_env(),
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"{' '.join(argv)} in {role} exited {result.returncode}: {result.stderr.strip()}"
+            )
+        return result
+
+    def gw(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return self.run("gw", *argv, check=check)
+
+    def python(self, role: str, code: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        """Run Python code (with txnatpmp importable) inside a namespace."""
+        return self.run(role, sys.executable, "-c", code, timeout=timeout)
+
+    def agent(self) -> Agent:
+        """A txnatpmp process in the client namespace, driven line by line (see agent.py)."""
+        agent = Agent(self.ns["client"])
+        self._agents.append(agent)
+        return agent
+
+    def wan_tcp(self, port: int, timeout: float = 10) -> bytes:
+        """Connect from the wan host to the gateway's WAN address and read until closed."""
+        code = (
+            "import socket,sys\n"
+            f"s=socket.create_connection(({GATEWAY_WAN!r},{port}),timeout={timeout})\n"
+            "data=b''\n"
+            "while chunk:=s.recv(4096): data+=chunk\n"
+            "sys.stdout.write(data.hex())\n"
+        )
+        return bytes.fromhex(self.python("wan", code, timeout=timeout + 5).stdout)
+
+    def wan_udp(self, port: int, payload: bytes, timeout: float = 5) -> bytes:
+        """Send a datagram from the wan host to the gateway's WAN address; return the reply."""
+        code = (
+            "import socket,sys\n"
+            "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.settimeout"
+            f"({timeout})\n"
+            f"s.sendto(bytes.fromhex({payload.hex()!r}),({GATEWAY_WAN!r},{port}))\n"
+            "sys.stdout.write(s.recvfrom(2048)[0].hex())\n"
+        )
+        return bytes.fromhex(self.python("wan", code, timeout=timeout + 5).stdout)
+
+
+class Agent:
+    """
+    A txnatpmp process in a namespace that takes one JSON command per line and answers one JSON
+    line each (see agent.py for the commands).
+    """
+
+    def __init__(self, namespace: str) -> None:
+        self.process = subprocess.Popen(
+            ["ip", "netns", "exec", namespace, sys.executable, str(AGENT)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=_child_env(),
+        )
+
+    def call(self, op: str, timeout: float = 30, **arguments: Any) -> dict[str, Any]:
+        """Send a command and wait for its answer."""
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write((json.dumps({"op": op, **arguments}) + "\n").encode())
+        self.process.stdin.flush()
+        ready, _, _ = select.select([self.process.stdout], [], [], timeout)
+        if not ready:
+            raise AssertionError(f"agent gave no answer to {op} within {timeout} s")
+        line = self.process.stdout.readline()
+        if not line:
+            stderr = self.process.stderr.read().decode() if self.process.stderr else ""
+            raise AssertionError(f"agent exited during {op}: {stderr}")
+        answer: dict[str, Any] = json.loads(line)
+        return answer
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def _child_env() -> dict[str, str]:
+    path = os.environ.get("PYTHONPATH", "")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), path]))}
+
+
+def _sh(*argv: str) -> None:
+    result = subprocess.run(argv, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed: {result.stderr.strip()}")
+
+
+def _wait_for(condition: Any, timeout: float, message: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError(message)
+        time.sleep(0.02)
