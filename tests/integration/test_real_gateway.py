@@ -103,16 +103,21 @@ def test_R18_gateway_restart_seen_as_epoch_going_backwards(lab: Lab) -> None:
     assert len(lost) == 1 and lost[0]["received"] < lost[0]["expected"] - 2
 
 
-def test_R21_R23_gateway_announcements_reach_the_client_namespace(lab: Lab) -> None:
-    agent = connected(lab)
-    agent.call("listen_announcements", gateway=GATEWAY_LAN)
+def test_R21_R23_gateway_announcements_reach_every_listener_in_the_client_namespace(
+    lab: Lab,
+) -> None:
+    agents = [connected(lab), connected(lab)]  # two programs on one host (R21)
+    for agent in agents:
+        agent.call("listen_announcements", gateway=GATEWAY_LAN)
 
-    def heard(kind: str) -> list[dict[str, Any]]:
+    def heard(agent: Agent, kind: str) -> list[dict[str, Any]]:
         return [a for a in agent.call("announcements")["announcements"] if a["kind"] == kind]
 
     lab.restart_gateway()  # a restart sends a PCP ANNOUNCE
-    pcp = eventually(lambda: heard("PCPAnnounce"))
-    assert pcp[0]["epoch"] <= 1
+    for agent in agents:
+        pcp = eventually(lambda: heard(agent, "PCPAnnounce"))
+        assert pcp[0]["epoch"] <= 1
     lab.signal_address_change()  # SIGUSR1 sends a NAT-PMP announcement too
-    natpmp = eventually(lambda: heard("ExternalAddressResponse"))
-    assert natpmp[0]["address"] == EXTERNAL_ADDRESS and natpmp[0]["result"] == 0
+    for agent in agents:
+        natpmp = eventually(lambda: heard(agent, "ExternalAddressResponse"))
+        assert natpmp[0]["address"] == EXTERNAL_ADDRESS and natpmp[0]["result"] == 0
