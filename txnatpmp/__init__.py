@@ -20,19 +20,28 @@ from ._errors import (
     UnsupportedOpcode,
     UnsupportedVersion,
 )
+from ._events import EventKind, MappingEvent
 from ._gateway import find_gateway
+from ._hold import HeldMapping, hold_mapping
 from ._results import ExternalAddress, Mapping
-from ._schedule import DELETE_SCHEDULE, RFC_SCHEDULE, RetransmitSchedule
+from ._schedule import DELETE_SCHEDULE, RFC_SCHEDULE, RetransmitSchedule, RetryBackoff
+from ._service import MappingService
+from ._spec import MappingSpec, parse_gateway, parse_spec
 
 __all__ = [
     "ClientStopped",
     "DecodeError",
     "DELETE_SCHEDULE",
     "EpochTracker",
+    "EventKind",
     "ExternalAddress",
     "GatewayNotFound",
     "GatewayTimeout",
+    "HeldMapping",
     "Mapping",
+    "MappingEvent",
+    "MappingService",
+    "MappingSpec",
     "NATPMPClient",
     "NATPMPError",
     "NetworkFailure",
@@ -41,9 +50,13 @@ __all__ = [
     "RFC_SCHEDULE",
     "ResultError",
     "RetransmitSchedule",
+    "RetryBackoff",
     "UnsupportedOpcode",
     "UnsupportedVersion",
     "find_gateway",
+    "hold_mapping",
+    "parse_gateway",
+    "parse_spec",
 ]
 
 __version__ = "0.1.0"

@@ -9,7 +9,7 @@ from attrs import field, frozen
 
 def _positive(instance: object, attribute: object, value: float) -> None:
     if not value > 0:
-        raise ValueError(f"initial_delay must be positive, not {value!r}")
+        raise ValueError(f"{getattr(attribute, 'name', 'value')} must be positive, not {value!r}")
 
 
 def _at_least_one(instance: object, attribute: object, value: int) -> None:
@@ -44,3 +44,18 @@ class RetransmitSchedule:
 RFC_SCHEDULE = RetransmitSchedule()
 #: Deletes give up after two retransmissions (R17): 1.75 s in all.
 DELETE_SCHEDULE = RetransmitSchedule(attempts=3)
+
+
+@frozen
+class RetryBackoff:
+    """
+    How long a L{txnatpmp.MappingService} waits before trying again after a failure: C{initial}
+    seconds, doubling with each failure in a row, never more than C{maximum}.  It never gives up.
+    """
+
+    initial: float = field(default=2.0, validator=_positive)
+    maximum: float = field(default=60.0, validator=_positive)
+
+    def delay(self, failures: int) -> float:
+        """Seconds to wait after C{failures} failures in a row (1 or more)."""
+        return float(min(self.initial * 2 ** max(failures - 1, 0), self.maximum))

@@ -16,10 +16,12 @@ number of distinct requests it ever had outstanding at once.
 from __future__ import annotations
 
 import random
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from attrs import define, frozen
-from twisted.internet.interfaces import IListeningPort, IReactorTime, IReactorUDP
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IListeningPort, IReactorTime, IReactorUDP
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
@@ -43,7 +45,15 @@ from ._wire import (
     encode,
 )
 
-__all__ = ["Datagram", "FakeGateway", "FakeMapping", "MemoryNetwork", "Received"]
+__all__ = [
+    "Datagram",
+    "FakeGateway",
+    "FakeMapping",
+    "MemoryHost",
+    "MemoryNetwork",
+    "MemoryPort",
+    "Received",
+]
 
 _FIRST_DYNAMIC_PORT = 1024
 
@@ -292,34 +302,45 @@ class Datagram:
 
 class MemoryNetwork:
     """
-    Datagrams between protocols of this process, without sockets, so a client, a L{FakeGateway}
+    Datagrams between protocols of this process, without sockets, so clients, L{FakeGateway}s
     and a test share one C{Clock}::
 
         clock = Clock()
         network = MemoryNetwork(clock)
-        network.attach(FakeGateway(clock), ("127.0.0.1", 5351))
-        network.attach(client, ("127.0.0.1", 40000))
+        network.attach(FakeGateway(clock), ("198.51.100.1", 5351))
+        host = network.host("198.51.100.10")      # a reactor for code on that host
+        service = MappingService("198.51.100.1", reactor=host)
 
-    Delivery is immediate; the gateway replies after its C{delay} on the clock, so advance the
-    clock (C{clock.advance(0)} at least) for answers to arrive.  Every datagram sent is recorded
-    in C{sent}, also those to addresses nobody is attached to.
+    Delivery is immediate; a FakeGateway replies after its C{delay} on the clock, so advance the
+    clock (C{clock.advance(0)} at least) for answers to arrive.  Several protocols may share an
+    address (as multicast listeners do); each gets every datagram sent there.  Every datagram is
+    recorded in C{sent}, also those to addresses nobody listens on.
     """
 
     def __init__(self, clock: IReactorTime) -> None:
-        self._clock = clock
-        self._hosts: dict[tuple[str, int], DatagramProtocol] = {}
+        self.clock = clock
+        self._listeners: dict[tuple[str, int], list[DatagramProtocol]] = {}
+        self._next_port = 40000
         self.sent: list[Datagram] = []
 
-    def attach(self, protocol: DatagramProtocol, address: tuple[str, int]) -> None:
+    def attach(self, protocol: DatagramProtocol, address: tuple[str, int]) -> MemoryPort:
         """Give C{protocol} the address C{address} and start it."""
-        self._hosts[address] = protocol
-        protocol.makeConnection(_MemoryTransport(self, address))  # type: ignore[arg-type]
+        if address[1] == 0:
+            address = (address[0], self._ephemeral_port())
+        self._listeners.setdefault(address, []).append(protocol)
+        port = MemoryPort(self, protocol, address)
+        protocol.makeConnection(port)  # type: ignore[arg-type]
+        return port
 
     def detach(self, address: tuple[str, int]) -> None:
-        """Stop the protocol at C{address}, as if its port stopped listening."""
-        protocol = self._hosts.pop(address)
-        protocol.doStop()  # type: ignore[no-untyped-call]
-        protocol.transport = None
+        """Stop every protocol at C{address}, as if their ports stopped listening."""
+        for protocol in self._listeners.pop(address, []):
+            protocol.doStop()  # type: ignore[no-untyped-call]
+            protocol.transport = None
+
+    def host(self, address: str) -> MemoryHost:
+        """A reactor for programs on the host C{address}: its clock is the network's."""
+        return MemoryHost(self, address)
 
     def sent_to(self, address: tuple[str, int]) -> list[Datagram]:
         """The datagrams sent to C{address}."""
@@ -327,21 +348,70 @@ class MemoryNetwork:
 
     def deliver(self, data: bytes, source: tuple[str, int], destination: tuple[str, int]) -> None:
         """Send C{data} from C{source}: any host can forge any source address here."""
-        self.sent.append(Datagram(self._clock.seconds(), source, destination, data))
-        receiver = self._hosts.get(destination)
-        if receiver is not None:
+        self.sent.append(Datagram(self.clock.seconds(), source, destination, data))
+        for receiver in list(self._listeners.get(destination, [])):
             receiver.datagramReceived(data, source)
 
+    def _remove(self, protocol: DatagramProtocol, address: tuple[str, int]) -> None:
+        listeners = self._listeners.get(address, [])
+        if protocol in listeners:
+            listeners.remove(protocol)
+            protocol.doStop()  # type: ignore[no-untyped-call]
 
-class _MemoryTransport:
-    """The part of C{IUDPTransport} the protocols here use."""
+    def _ephemeral_port(self) -> int:
+        self._next_port += 1
+        return self._next_port
 
-    def __init__(self, network: MemoryNetwork, address: tuple[str, int]) -> None:
+
+class MemoryPort:
+    """A port on a L{MemoryNetwork}: the protocol's transport, and the listening port."""
+
+    def __init__(self, network: MemoryNetwork, protocol: DatagramProtocol,
+                 address: tuple[str, int]) -> None:
         self._network = network
-        self._address = address
+        self._protocol = protocol
+        self.address = address
 
     def write(self, packet: bytes, addr: tuple[str, int]) -> None:
-        self._network.deliver(packet, self._address, (addr[0], addr[1]))
+        self._network.deliver(packet, self.address, (addr[0], addr[1]))
 
-    def getHost(self) -> tuple[str, int]:
-        return self._address
+    def getHost(self) -> IPv4Address:
+        return IPv4Address("UDP", *self.address)
+
+    def stopListening(self) -> Deferred[None]:
+        self._network._remove(self._protocol, self.address)
+        return succeed(None)
+
+    def joinGroup(self, addr: str, interface: str = "") -> Deferred[None]:
+        return succeed(None)
+
+    def leaveGroup(self, addr: str, interface: str = "") -> Deferred[None]:
+        return succeed(None)
+
+
+class MemoryHost:
+    """
+    The reactor of one host on a L{MemoryNetwork}: time from the network's clock, and
+    C{listenUDP}/C{listenMulticast} that bind on the network.
+    """
+
+    def __init__(self, network: MemoryNetwork, address: str) -> None:
+        self._network = network
+        self.address = address
+
+    def seconds(self) -> float:
+        return self._network.clock.seconds()
+
+    def callLater(self, delay: float, f: Callable[..., Any], *args: Any, **kw: Any) -> IDelayedCall:
+        return self._network.clock.callLater(delay, f, *args, **kw)
+
+    def getDelayedCalls(self) -> Sequence[IDelayedCall]:
+        return self._network.clock.getDelayedCalls()
+
+    def listenUDP(self, port: int, protocol: DatagramProtocol, interface: str = "",
+                  maxPacketSize: int = 8192) -> MemoryPort:
+        return self._network.attach(protocol, (interface or self.address, port))
+
+    def listenMulticast(self, port: int, protocol: DatagramProtocol, interface: str = "",
+                        maxPacketSize: int = 8192, listenMultiple: bool = False) -> MemoryPort:
+        return self._network.attach(protocol, (interface or self.address, port))
