@@ -8,11 +8,12 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.10",
-    packages=["txnatpmp"],
+    packages=["txnatpmp", "twisted.plugins"],
     package_data={"txnatpmp": ["py.typed"]},
     install_requires=["Twisted>=24.7", "attrs>=22.2"],
     extras_require={
-        "test": ["pytest>=7", "pytest-twisted>=1.14", "hypothesis>=6"],
+        # wheel: the plugin test builds an installed copy offline (--no-build-isolation)
+        "test": ["pytest>=7", "pytest-twisted>=1.14", "hypothesis>=6", "wheel"],
         "dev": ["mypy>=1.10", "mypy-zope>=1.0"],
     },
     classifiers=[

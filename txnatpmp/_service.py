@@ -140,6 +140,11 @@ class MappingService(Service):
         return self._gateway
 
     @property
+    def specs(self) -> list[MappingSpec]:
+        """The mappings the service keeps, whether the gateway grants them now or not."""
+        return [e.spec for e in self._entries.values()]
+
+    @property
     def mappings(self) -> list[Mapping]:
         """The mappings the gateway currently grants."""
         return [e.mapping for e in self._entries.values() if e.mapping is not None]

@@ -36,8 +36,21 @@ def lab(lab_session: Lab) -> Iterator[Lab]:
     """The session's lab, handed back clean: no packet loss, no agents, no mappings."""
     yield lab_session
     lab_session.undrop()
-    for agent in lab_session._agents:
-        agent.close()
-    lab_session._agents.clear()
+    lab_session.stop_processes()
     if not lab_session.gateway_alive() or lab_session.mappings():
         lab_session.restart_gateway()
+
+
+@pytest.fixture(scope="module")
+def short_lived_lab() -> Iterator[Lab]:
+    """A lab whose gateway grants lifetimes as short as 1 s, for watching renewals."""
+    reason = missing_requirements()
+    if reason is not None:
+        pytest.skip(f"real-gateway lab unavailable: {reason}")
+    lab = Lab(debug=bool(os.environ.get("TXNATPMP_LAB_DEBUG")), min_lifetime=1)
+    atexit.register(lab.close)
+    lab.start()
+    try:
+        yield lab
+    finally:
+        lab.close()

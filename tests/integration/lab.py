@@ -119,6 +119,7 @@ class Lab:
         self._gateway: subprocess.Popen[bytes] | None = None
         self._pid: int | None = None
         self._agents: list[Agent] = []
+        self._processes: list[tuple[subprocess.Popen[bytes], Any]] = []
 
     def __enter__(self) -> Lab:
         self.start()
@@ -184,15 +185,25 @@ class Lab:
 
     def close(self) -> None:
         """Stop everything and delete the namespaces (their veths go with them)."""
-        for agent in self._agents:
-            agent.close()
-        self._agents.clear()
+        self.stop_processes()
         self.stop_gateway()
         for name in self.ns.values():
             _kill_namespace_processes(name)
             subprocess.run(["ip", "netns", "del", name], capture_output=True)
         if not self.debug:  # keep the debug log for reading
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def stop_processes(self) -> None:
+        """Kill the agents and spawned processes that are still running."""
+        for agent in self._agents:
+            agent.close()
+        self._agents.clear()
+        for process, log in self._processes:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+            log.close()
+        self._processes.clear()
 
     # The gateway
 
@@ -231,8 +242,11 @@ class Lab:
             _wait_for(lambda: not Path(f"/proc/{pid}").exists(), 10, "miniupnpd did not stop")
 
     def restart_gateway(self) -> None:
-        """Stop and start miniupnpd: its epoch restarts at 0 and its mappings are gone."""
+        """A router reboot: miniupnpd restarts with an empty rule set, so its epoch restarts at
+        0 and its mappings are gone.  (Stopping miniupnpd alone leaves its rules in nftables.)"""
         self.stop_gateway()
+        for chain in ("miniupnpd", "prerouting_miniupnpd", "postrouting_miniupnpd"):
+            self.gw("nft", "flush", "chain", "inet", "filter", chain)
         self.start_gateway()
 
     def signal_address_change(self) -> None:
@@ -267,6 +281,21 @@ class Lab:
     def undrop(self) -> None:
         self.gw("nft", "delete", "table", "inet", "lossy", check=False)
 
+    def count_requests(self) -> None:
+        """Start counting NAT-PMP datagrams reaching the gateway (see L{requests_counted})."""
+        self.gw("nft", "delete", "table", "inet", "counting", check=False)
+        self.gw("nft", "add", "table", "inet", "counting")
+        self.gw("nft", "add", "chain", "inet", "counting", "input",
+                "{ type filter hook input priority -20; }")
+        self.gw("nft", "add", "rule", "inet", "counting", "input", "udp", "dport", "5351",
+                "counter")
+
+    def requests_counted(self) -> int:
+        """NAT-PMP datagrams that reached the gateway since L{count_requests}."""
+        listing = self.gw("nft", "list", "table", "inet", "counting").stdout
+        match = re.search(r"counter packets (\d+)", listing)
+        return int(match.group(1)) if match else 0
+
     # Running things in the namespaces
 
     def run(self, role: str, *argv: str, timeout: float = 30, check: bool = True,
@@ -288,6 +317,23 @@ class Lab:
     def python(self, role: str, code: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
         """Run Python code (with txnatpmp importable) inside a namespace."""
         return self.run(role, sys.executable, "-c", code, timeout=timeout)
+
+    def spawn(self, role: str, *argv: str) -> subprocess.Popen[bytes]:
+        """Start a long-running command inside a namespace; its output goes to a log file in
+        the lab's work folder, and the lab kills it on close if it is still running."""
+        log = open(self.workdir / f"{role}-{len(self._processes)}.log", "wb")
+        process = subprocess.Popen(["ip", "netns", "exec", self.ns[role], *argv],
+                                   stdout=log, stderr=subprocess.STDOUT, env=_child_env())
+        self._processes.append((process, log))
+        return process
+
+    def output(self, process: subprocess.Popen[bytes]) -> str:
+        """What a process started with L{spawn} printed so far."""
+        for candidate, log in self._processes:
+            if candidate is process:
+                log.flush()
+                return Path(log.name).read_text(errors="replace")
+        raise KeyError(process)
 
     def agent(self) -> Agent:
         """A txnatpmp process in the client namespace, driven line by line (see agent.py)."""

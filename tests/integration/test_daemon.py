@@ -1,0 +1,70 @@
+"""
+The natpmp plugin as a daemon (`twist natpmp`) against the real gateway.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+
+from .agent import GREETING
+from .lab import CLIENT, Lab
+from .test_real_gateway import eventually
+
+BOTH = [("tcp", 60010, CLIENT, 60010), ("udp", 60011, CLIENT, 60011)]
+
+
+def twist(lab: Lab, *options: str):  # type: ignore[no-untyped-def]
+    return lab.spawn("client", sys.executable, "-m", "twisted", "--log-format", "text", "natpmp",
+                     *options)
+
+
+def terminate(daemon) -> None:  # type: ignore[no-untyped-def]
+    """SIGTERM: twist stops its services, then ends itself with the same signal, so that its
+    parent sees how it ended."""
+    daemon.send_signal(signal.SIGTERM)
+    assert daemon.wait(10) in (0, -signal.SIGTERM)
+
+
+def test_twist_natpmp_keeps_mappings_through_a_restart_and_removes_them_on_sigterm(
+    lab: Lab,
+) -> None:
+    agent = lab.agent()
+    agent.call("connect")
+    agent.call("serve", protocol="tcp", port=60010)
+    daemon = twist(lab, "--map", "tcp:60010", "--map", "udp:60011")  # gateway found by itself
+    eventually(lambda: lab.mappings() == BOTH)
+    assert lab.wan_tcp(60010) == GREETING
+    # A router up for a few seconds, so that its restart is distinguishable (R18's 2 s slack).
+    eventually(lambda: agent.call("address")["epoch"] >= 3, timeout=6, interval=0.25)
+
+    lab.restart_gateway()
+    restarted = time.monotonic()
+    assert lab.mappings() == []
+    eventually(lambda: lab.mappings() == BOTH, timeout=6)
+    assert time.monotonic() - restarted < 6
+    assert lab.wan_tcp(60010) == GREETING
+
+    terminate(daemon)
+    assert lab.mappings() == []
+    log = lab.output(daemon)
+    assert "tcp 60010 is reachable at 80.100.100.1:60010" in log
+    assert "lost its mappings" in log
+    assert "Removed tcp 60010" in log and "Removed udp 60011" in log
+
+
+def test_short_lifetimes_are_renewed_and_never_lapse(short_lived_lab: Lab) -> None:
+    lab = short_lived_lab
+    lab.count_requests()
+    daemon = twist(lab, "--map", "tcp:60010", "--map", "udp:60011", "--lifetime", "4",
+                   "--gateway", "198.51.100.1")
+    eventually(lambda: lab.mappings() == BOTH)
+    watched_from = time.monotonic()
+    while time.monotonic() - watched_from < 12:  # three lifetimes
+        assert lab.mappings() == BOTH, "a mapping lapsed"
+        time.sleep(0.1)
+    # Renewed every 2 s (half of 4): about 6 renewals each, besides the address request.
+    assert lab.requests_counted() >= 2 * 6
+    terminate(daemon)
+    assert lab.mappings() == []
