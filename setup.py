@@ -10,6 +10,7 @@ setup(
     python_requires=">=3.10",
     packages=["txnatpmp", "twisted.plugins"],
     package_data={"txnatpmp": ["py.typed"]},
+    entry_points={"console_scripts": ["natpmp = txnatpmp._cli:entry_point"]},
     install_requires=["Twisted>=24.7", "attrs>=22.2"],
     extras_require={
         # wheel: the plugin test builds an installed copy offline (--no-build-isolation)

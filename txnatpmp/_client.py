@@ -205,11 +205,12 @@ class NATPMPClient(DatagramProtocol):
         exchange.timer = None
         if exchange.attempt < exchange.schedule.attempts:
             self.log.info(
-                "No answer from {host} yet, retrying, attempt {attempt} of {attempts}",
+                "no answer from {host} yet, retrying, attempt {attempt} of {attempts}",
                 host=self.gateway[0],
                 attempt=exchange.attempt + 1,
                 attempts=exchange.schedule.attempts,
                 request=exchange.request,
+                retransmit=True,
             )
             self._transmit(exchange)
             return

@@ -37,7 +37,7 @@ class GatewayTimeout(NATPMPError):
         self.waited = waited
         super().__init__(
             f"no answer from {gateway[0]}:{gateway[1]} after {attempts} attempts "
-            f"over {waited:g} s; the gateway may not support NAT-PMP"
+            f"over {waited:.2f} s; the gateway may not support NAT-PMP"
         )
 
 

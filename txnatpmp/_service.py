@@ -93,6 +93,7 @@ class MappingService(Service):
         announcements: bool = True,
         announce_port: int = ANNOUNCE_PORT,
         announce_group: str | None = ANNOUNCE_GROUP,
+        announce_interface: str = "",
         schedule: RetransmitSchedule = RFC_SCHEDULE,
         retry: RetryBackoff = RetryBackoff(),
         rng: random.Random | None = None,
@@ -105,7 +106,8 @@ class MappingService(Service):
         @param status_file: If given, the current mappings are written there as JSON, atomically,
             after every change.
         @param announcements: Listen for gateway announcements on C{announce_group}:
-            C{announce_port}.
+            C{announce_port}.  With C{announce_group=None}, bind C{announce_interface}:
+            C{announce_port} instead (for gateway doubles that announce by unicast).
         @param schedule: Retransmissions for each request (the RFC's by default).
         @param retry: Waits between attempts after a failure.
         """
@@ -117,6 +119,7 @@ class MappingService(Service):
         self._announcements = announcements
         self._announce_port = announce_port
         self._announce_group = announce_group
+        self._announce_interface = announce_interface
         self._schedule = schedule
         self._retry = retry
         self._random = rng or random.Random()
@@ -138,6 +141,13 @@ class MappingService(Service):
     def gateway(self) -> str | None:
         """The gateway's address, once known."""
         return self._gateway
+
+    @property
+    def announcement_port(self) -> int | None:
+        """The port announcements are heard on, once listening."""
+        if self._announce_listener is None:
+            return None
+        return int(self._announce_listener.getHost().port)  # type: ignore[attr-defined]
 
     @property
     def specs(self) -> list[MappingSpec]:
@@ -249,7 +259,8 @@ class MappingService(Service):
         listener = AnnouncementListener(gateway, self._announced)
         try:
             self._announce_listener = listen_for_announcements(
-                listener, self._reactor, self._announce_port, self._announce_group
+                listener, self._reactor, self._announce_port, self._announce_group,
+                self._announce_interface,
             )
         except CannotListenError as error:
             self.log.warn("Not listening for gateway announcements: {error}", error=error)
