@@ -1,0 +1,188 @@
+"""
+The C{natpmp:} server endpoint: listen locally and map the port on the gateway.
+
+    twist web --listen natpmp:8080 --path .
+    twist web --listen natpmp:8080:external=80:lifetime=3600 --path .
+    twist web --listen natpmp:tcp\\:8080\\:interface=198.51.100.10 ...   (any inner endpoint)
+
+or from Python::
+
+    endpoint = NATPMPServerEndpoint(reactor, TCP4ServerEndpoint(reactor, 8080))
+    port = await endpoint.listen(factory)
+    print(port.public_address, port.public_port)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.endpoints import TCP4ServerEndpoint, quoteStringArgument, serverFromString
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IProtocolFactory,
+    IReactorCore,
+    IStreamServerEndpoint,
+    IStreamServerEndpointStringParser,
+)
+from twisted.plugin import IPlugin
+from zope.interface import implementer
+
+from ._results import Mapping
+from ._service import MappingService
+from ._spec import MappingSpec, parse_gateway, parse_lifetime
+
+__all__ = ["NATPMPListeningPort", "NATPMPServerEndpoint", "NATPMPServerParser"]
+
+
+@implementer(IListeningPort)
+class NATPMPListeningPort:
+    """
+    A listening port whose TCP port is mapped on the gateway, and kept mapped (renewed, and
+    re-created after gateway reboots) while it listens.
+
+    @ivar service: The L{MappingService} keeping the mapping; add observers to it to follow
+        changes.
+    """
+
+    def __init__(self, port: IListeningPort, service: MappingService, spec: MappingSpec) -> None:
+        self.port = port
+        self.service = service
+        self._spec = spec
+
+    @property
+    def mapping(self) -> Mapping | None:
+        """The mapping as the gateway last granted it."""
+        key = (self._spec.protocol, self._spec.internal_port)
+        return next((m for m in self.service.mappings
+                     if (m.protocol, m.internal_port) == key), None)
+
+    @property
+    def public_address(self) -> str | None:
+        """The gateway's external address."""
+        return self.service.external_address
+
+    @property
+    def public_port(self) -> int | None:
+        """The external port mapped to this one."""
+        mapping = self.mapping
+        return mapping.external_port if mapping else None
+
+    def startListening(self) -> None:
+        self.port.startListening()
+
+    def stopListening(self) -> Deferred[None]:
+        """Delete the mapping, then stop listening locally."""
+        stopping = self.service.stopService()
+
+        async def stop() -> None:
+            await stopping
+            await maybeDeferred(self.port.stopListening)
+
+        return Deferred.fromCoroutine(stop())
+
+    def getHost(self) -> Any:
+        return self.port.getHost()
+
+
+@implementer(IStreamServerEndpoint)
+class NATPMPServerEndpoint:
+    """
+    Listens with an inner stream server endpoint, then maps the port it got on the gateway.
+
+    C{listen()} fires with a L{NATPMPListeningPort} once both are done, or fails with the
+    gateway's error after closing the local port again.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        inner: IStreamServerEndpoint,
+        external_port: int = 0,
+        lifetime: int = 7200,
+        gateway: str | None = None,
+        gateway_port: int = 5351,
+        **service_options: Any,
+    ) -> None:
+        self._reactor = reactor
+        self.inner = inner
+        self.external_port = external_port
+        self.lifetime = parse_lifetime(lifetime)
+        self.gateway = gateway
+        self.gateway_port = gateway_port
+        self._service_options = service_options
+
+    def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
+        return Deferred.fromCoroutine(self._listen(protocolFactory))
+
+    async def _listen(self, factory: IProtocolFactory) -> IListeningPort:
+        port = await self.inner.listen(factory)
+        spec = MappingSpec("tcp", port.getHost().port, self.external_port)  # type: ignore[attr-defined]
+        service = MappingService(self.gateway, self.gateway_port, self._reactor,
+                                 lifetime=self.lifetime, **self._service_options)
+        first = service.add_mapping(spec)
+        service.startService()
+        try:
+            await first
+        except BaseException:
+            await service.stopService()
+            await maybeDeferred(port.stopListening)
+            raise
+        return NATPMPListeningPort(port, service, spec)
+
+
+def _unparse(args: tuple[str, ...], kwargs: dict[str, str]) -> str:
+    """An endpoint description again, from parsed arguments."""
+    quote = quoteStringArgument
+    return ":".join([quote(a) for a in args]  # type: ignore[no-untyped-call]
+                    + [f"{quote(k)}={quote(v)}" for k, v in sorted(kwargs.items())])  # type: ignore[no-untyped-call]
+
+
+def _port_option(name: str, text: str, lowest: int = 1) -> int:
+    if not text.isdigit() or not lowest <= int(text) <= 0xFFFF:
+        raise ValueError(
+            f"natpmp endpoint: {name} must be a port from {lowest} to 65535, not {text!r}"
+        )
+    return int(text)
+
+
+@implementer(IPlugin, IStreamServerEndpointStringParser)
+class NATPMPServerParser:
+    """
+    Parses C{natpmp:PORT[:interface=ADDRESS][:external=PORT][:lifetime=SECONDS]
+    [:gateway=ADDRESS[\\:PORT]]}, or C{natpmp:INNER...} with any inner server endpoint
+    description (C{natpmp:tcp:8080:interface=...}); the natpmp options are taken out and the
+    rest goes to the inner endpoint.
+    """
+
+    prefix = "natpmp"
+
+    def parseStreamServer(
+        self, reactor: IReactorCore, *parsed_args: object, **parsed_kwargs: object
+    ) -> IStreamServerEndpoint:
+        args = tuple(str(a) for a in parsed_args)
+        kwargs = {k: str(v) for k, v in parsed_kwargs.items()}
+        options: dict[str, Any] = {}
+        if "external" in kwargs:
+            options["external_port"] = _port_option("external", kwargs.pop("external"))
+        if "lifetime" in kwargs:
+            try:
+                options["lifetime"] = parse_lifetime(kwargs.pop("lifetime"))
+            except ValueError as error:
+                raise ValueError(f"natpmp endpoint: {error}") from None
+        if "gateway" in kwargs:
+            try:
+                options["gateway"], options["gateway_port"] = parse_gateway(kwargs.pop("gateway"))
+            except ValueError as error:
+                raise ValueError(f"natpmp endpoint: {error}") from None
+        if not args or not args[0]:
+            raise ValueError("natpmp endpoint needs a port: natpmp:8080")
+        if len(args) == 1 and args[0].isdigit():
+            inner: IStreamServerEndpoint = TCP4ServerEndpoint(  # type: ignore[no-untyped-call]
+                reactor, _port_option("port", args[0], 0), interface=kwargs.pop("interface", "")
+            )
+            if kwargs:
+                raise ValueError(f"natpmp endpoint: unknown options {sorted(kwargs)}")
+        else:
+            inner = serverFromString(reactor, _unparse(args, kwargs))  # type: ignore[no-untyped-call]
+        return NATPMPServerEndpoint(reactor, inner, **options)
