@@ -15,7 +15,13 @@ from twisted.logger import Logger
 
 from ._epoch import EpochTracker
 from ._reactor import global_reactor
-from ._errors import ClientStopped, DecodeError, GatewayTimeout, error_for_result
+from ._errors import (
+    ClientStopped,
+    DecodeError,
+    GatewayTimeout,
+    NoLifetimeGranted,
+    error_for_result,
+)
 from ._results import ExternalAddress, Mapping
 from ._schedule import DELETE_SCHEDULE, RFC_SCHEDULE, RetransmitSchedule
 from ._wire import (
@@ -54,7 +60,8 @@ def check_gateway(host: str, port: int) -> tuple[str, int]:
 class _Exchange:
     """One request and its transmissions, from queueing to its answer."""
 
-    __slots__ = ("request", "data", "schedule", "deferred", "attempt", "timer", "started")
+    __slots__ = ("request", "data", "schedule", "deferred", "attempt", "timer", "started",
+                 "granted_nothing")
 
     def __init__(self, request: Request, schedule: RetransmitSchedule) -> None:
         self.request = request
@@ -64,6 +71,7 @@ class _Exchange:
         self.attempt = 0
         self.timer: IDelayedCall | None = None
         self.started = 0.0
+        self.granted_nothing = False  # saw a success with lifetime 0 (not an answer, see R06)
 
 
 class NATPMPClient(DatagramProtocol):
@@ -215,7 +223,11 @@ class NATPMPClient(DatagramProtocol):
             self._transmit(exchange)
             return
         waited = self._clock.seconds() - exchange.started
-        self._finish(exchange, GatewayTimeout(self.gateway, exchange.attempt, waited))
+        if exchange.granted_nothing:
+            self._finish(exchange, NoLifetimeGranted(
+                f"{self.gateway[0]} answered {exchange.request} only with lifetime 0"))
+        else:
+            self._finish(exchange, GatewayTimeout(self.gateway, exchange.attempt, waited))
 
     def _withdraw(self, exchange: _Exchange) -> None:
         """The caller cancelled: forget the request wherever it is."""
@@ -254,11 +266,25 @@ class NATPMPClient(DatagramProtocol):
             self.log.debug("Ignored a malformed datagram from the gateway: {error}", error=error)
             return
         exchange = self._current
+        if exchange is not None and _grants_nothing(exchange.request, response):
+            exchange.granted_nothing = True
         if exchange is None or not answers(exchange.request, response):
             self.log.debug("Ignored {response}: it answers no request in flight", response=response)
             return
         self.epoch.observe(response.epoch)
         self._finish(exchange, error_for_result(response.result) if response.result else response)
+
+
+def _grants_nothing(request: Request, response: Response) -> bool:
+    """A success with lifetime 0 for a create: a late delete answer, or a gateway granting 0."""
+    return (
+        isinstance(request, MappingRequest)
+        and isinstance(response, MappingResponse)
+        and not is_delete(request)
+        and response.result == 0
+        and response.lifetime == 0
+        and (response.protocol, response.internal_port) == (request.protocol, request.internal_port)
+    )
 
 
 def _external_address(request: Request, response: Response) -> ExternalAddress:

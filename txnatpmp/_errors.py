@@ -41,6 +41,14 @@ class GatewayTimeout(NATPMPError):
         )
 
 
+class NoLifetimeGranted(NATPMPError):
+    """
+    A request to create a mapping got only successes with lifetime 0 until it gave up.  Such an
+    answer cannot be told from a late answer to a delete, so it is not taken as the answer; this
+    error says the gateway did answer, though never with a mapping.
+    """
+
+
 class ClientStopped(NATPMPError):
     """
     The client stopped listening before the request was answered.

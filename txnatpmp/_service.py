@@ -19,7 +19,7 @@ from twisted.python.failure import Failure
 
 from ._announce import Announcement, AnnouncementListener, listen_for_announcements
 from ._client import NATPMPClient
-from ._errors import GatewayTimeout
+from ._errors import GatewayTimeout, ResultError
 from ._events import EventKind, MappingEvent
 from ._gateway import find_gateway
 from ._reactor import global_reactor
@@ -30,6 +30,8 @@ from ._wire import ANNOUNCE_GROUP, ANNOUNCE_PORT, SERVER_PORT, ExternalAddressRe
 
 Observer = Callable[[MappingEvent], object]
 
+#: What a gateway without a WAN link reports as its external address.
+NO_ADDRESS = "0.0.0.0"
 #: R19: after a gateway loses its state, wait a random time up to this before re-creating.
 RECOVERY_JITTER = 5.0
 
@@ -97,6 +99,7 @@ class MappingService(Service):
         schedule: RetransmitSchedule = RFC_SCHEDULE,
         retry: RetryBackoff = RetryBackoff(),
         rng: random.Random | None = None,
+        gateway_finder: Callable[[Any], Deferred[str]] = find_gateway,
     ) -> None:
         """
         @param gateway: The gateway's IPv4 address; found with L{find_gateway} on start if
@@ -110,9 +113,12 @@ class MappingService(Service):
             C{announce_port} instead (for gateway doubles that announce by unicast).
         @param schedule: Retransmissions for each request (the RFC's by default).
         @param retry: Waits between attempts after a failure.
+        @param gateway_finder: How to find the gateway when none is given; asked again whenever
+            the gateway falls silent, so the service follows a change of network.
         """
         self._gateway = gateway
         self._gateway_port = gateway_port
+        self._finder = gateway_finder if gateway is None else None
         self._reactor = reactor if reactor is not None else global_reactor()
         self.lifetime = parse_lifetime(lifetime)
         self.status_file = status_file
@@ -218,27 +224,39 @@ class MappingService(Service):
             self._starting.cancel()
         self._cancel_timer()
         self._stop_probing()
-        if self._announce_listener is not None:
-            self._announce_listener.stopListening()
-            self._announce_listener = None
+        self._stop_hearing()
         deletes = self._delete_all()
         deletes.addCallback(lambda _: self._close_client())
         return deletes
 
     async def _start(self) -> None:
-        if self._gateway is None:
-            self._gateway = await find_gateway(self._reactor)
+        if self._finder is not None:
+            self._gateway = await self._finder(self._reactor)
             self.log.info("Found gateway {gateway}", gateway=self._gateway)
         self._starting = None
-        client = NATPMPClient(self._gateway, self._gateway_port, self._reactor, self._schedule)
+        assert self._gateway is not None
+        self._connect(self._gateway)
+
+    def _connect(self, gateway: str) -> None:
+        """Talk to C{gateway} from now on, and (re-)create every mapping there."""
+        client = NATPMPClient(gateway, self._gateway_port, self._reactor, self._schedule)
         client.epoch.add_observer(self._state_lost)
         self._udp_port = self._reactor.listenUDP(0, client)
         self.client = client
         if self._announcements:
-            self._listen_for_announcements(self._gateway)
+            self._listen_for_announcements(gateway)
         self._fetch_address()
         for entry in list(self._entries.values()):
             self._refresh(entry)
+
+    def _disconnect(self) -> None:
+        self._stop_hearing()
+        self._close_client()
+
+    def _stop_hearing(self) -> None:
+        if self._announce_listener is not None:
+            self._announce_listener.stopListening()
+            self._announce_listener = None
 
     def _start_failed(self, failure: Failure) -> None:
         if isinstance(failure.value, CancelledError):
@@ -289,6 +307,8 @@ class MappingService(Service):
         )
 
     def _mapped(self, mapping: Mapping, entry: _Entry) -> None:
+        if self.external_address is None and entry.mapping is not None:
+            self._fetch_address()  # none known yet (no WAN link before?): ask again
         entry.request = None
         entry.failures = 0
         self._unreachable_failures = 0
@@ -353,6 +373,11 @@ class MappingService(Service):
                           error=failure.getErrorMessage())
 
     def _set_address(self, address: str) -> None:
+        if address == NO_ADDRESS:
+            if self.external_address is not None:
+                self.log.warn("The gateway has no external address now (no WAN link?)")
+            self.external_address = None
+            return
         previous, self.external_address = self.external_address, address
         if previous is None or previous == address:
             return
@@ -379,7 +404,38 @@ class MappingService(Service):
             entry.settle(failure)
 
     def _probe(self) -> None:
-        """One request stands for all while the gateway is silent."""
+        """One request stands for all while the gateway is silent.  A gateway the service found
+        itself is looked for again first: the network may have changed (R20)."""
+        if self._finder is None:
+            self._send_probe()
+            return
+        finding = self._probing = self._finder(self._reactor)
+        finding.addCallbacks(self._found, self._not_found)
+
+    def _found(self, gateway: str) -> None:
+        self._probing = None
+        if gateway == self._gateway:
+            self._send_probe()
+            return
+        self.log.warn("The default gateway is now {new} (was {old}): moving {count} mappings "
+                      "there", new=gateway, old=self._gateway, count=len(self._entries))
+        self._disconnect()
+        self._gateway = gateway
+        self.external_address = None
+        self._unreachable_failures = 0
+        self._connect(gateway)
+
+    def _not_found(self, failure: Failure) -> None:
+        self._probing = None
+        if isinstance(failure.value, CancelledError):
+            return
+        self._unreachable_failures += 1
+        delay = self._retry.delay(self._unreachable_failures)
+        self.log.warn("{error}; looking again in {delay:g} s", error=failure.getErrorMessage(),
+                      delay=delay)
+        self._wait("probe", delay, self._probe)
+
+    def _send_probe(self) -> None:
         assert self.client is not None
         probing = self._probing = self.client.get_external_address()
         probing.addCallbacks(self._probe_answered, self._probe_failed)
@@ -398,7 +454,7 @@ class MappingService(Service):
         self._probing = None
         if isinstance(failure.value, GatewayTimeout):
             self._gateway_unreachable(failure)
-        elif not isinstance(failure.value, CancelledError):
+        elif isinstance(failure.value, ResultError):
             self._gateway_back()  # an error code: somebody is there
 
     def _gateway_back(self) -> None:

@@ -256,7 +256,8 @@ def answers(request: Request, response: Response) -> bool:
     NAT-PMP has no transaction id: a response matches by opcode and, for mappings, by protocol and
     internal port.  A successful response also has to fit what was asked: a delete is answered
     with lifetime 0 and a create with more, so a late answer to a delete is never taken for the
-    answer to a create of the same port, or the other way round.
+    answer to a create of the same port, nor a late create answer for a confirmed delete (which
+    would leave the mapping on the gateway).
     """
     if isinstance(response, ErrorResponse):
         return response.opcode in (0, RESPONSE_BIT, RESPONSE_BIT + opcode_of(request))

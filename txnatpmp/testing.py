@@ -92,6 +92,11 @@ class FakeGateway(DatagramProtocol):
       - C{refuse_with}: answer every request with this result code until set back to C{None}.
       - C{min_lifetime}, C{max_lifetime}: bounds of granted lifetimes.
       - C{reserved_ports}: external ports held by someone else, never handed out.
+      - C{grant_lifetime}: grant exactly this lifetime (0 included) instead of the bounded one.
+      - C{duplicate_replies}: send every reply twice.
+      - C{rewrite_reply}: a function given each reply's bytes, returning the bytes to send
+        instead (truncated, oversized, another opcode...) or C{None} to send nothing.
+      - C{epoch_offset}: added to the epoch the gateway reports (jumps forwards or back).
       - C{announce_to}: C{(host, port)} destinations of announcements.  Empty by default: nothing
         is multicast unless a test asks for it, and only inside a network namespace it made.
     """
@@ -116,6 +121,10 @@ class FakeGateway(DatagramProtocol):
         self.min_lifetime = 1
         self.max_lifetime = 86400
         self.reserved_ports: set[int] = set()
+        self.grant_lifetime: int | None = None
+        self.duplicate_replies = False
+        self.rewrite_reply: Callable[[bytes], bytes | None] | None = None
+        self.epoch_offset = 0
         self.announce_to: list[tuple[str, int]] = []
         self.received: list[Received] = []
         self.max_outstanding = 0
@@ -137,7 +146,7 @@ class FakeGateway(DatagramProtocol):
     @property
     def epoch(self) -> int:
         """Seconds since start of epoch, as the gateway reports it."""
-        return int(self._clock.seconds() - self._started)
+        return max(0, int(self._clock.seconds() - self._started) + self.epoch_offset)
 
     @property
     def mappings(self) -> list[FakeMapping]:
@@ -208,7 +217,11 @@ class FakeGateway(DatagramProtocol):
 
     def _answer(self, key: tuple[tuple[str, int], bytes], reply: bytes) -> None:
         self._outstanding.discard(key)
-        self._send(reply, key[0])
+        data = reply if self.rewrite_reply is None else self.rewrite_reply(reply)
+        if data is None:
+            return
+        for _ in range(2 if self.duplicate_replies else 1):
+            self._send(data, key[0])
 
     def _send(self, data: bytes, destination: tuple[str, int]) -> None:
         if self.transport is not None:
@@ -250,6 +263,8 @@ class FakeGateway(DatagramProtocol):
                 self._table.pop(key, None)
             return MappingResponse(request.protocol, 0, self.epoch, request.internal_port, 0, 0)
         lifetime = min(max(request.lifetime, self.min_lifetime), self.max_lifetime)
+        if self.grant_lifetime is not None:
+            lifetime = self.grant_lifetime
         existing = self._table.get(key)
         if existing is not None:
             external = existing.external_port

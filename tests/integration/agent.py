@@ -76,6 +76,15 @@ class Agent(LineReceiver):
         assert self.client is not None
         return as_dict(await self.client.map_port(protocol, internal_port, external_port, lifetime))
 
+    def op_map_begin(self, protocol: str, internal_port: int, lifetime: int = 600) -> dict[str, Any]:
+        """Start a mapping request without waiting; map_wait gives its outcome."""
+        assert self.client is not None and self.client.transport is not None
+        self.begun = self.client.map_port(protocol, internal_port, 0, lifetime)
+        return {"client_port": self.client.transport.getHost().port}
+
+    async def op_map_wait(self) -> dict[str, Any]:
+        return as_dict(await self.begun)
+
     async def op_map_many(self, protocol: str, ports: list[int], lifetime: int = 600) -> dict[str, Any]:
         assert self.client is not None
         mappings = await defer.gatherResults(

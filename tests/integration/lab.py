@@ -275,8 +275,9 @@ class Lab:
         self.gw("nft", "add", "table", "inet", "lossy")
         self.gw("nft", "add", "chain", "inet", "lossy", "input",
                 "{ type filter hook input priority -10; }")
+        chance = [] if percent >= 100 else ["numgen", "random", "mod", "100", "<", str(percent)]
         self.gw("nft", "add", "rule", "inet", "lossy", "input", "udp", "dport", "5351",
-                "numgen", "random", "mod", "100", "<", str(percent), "counter", "drop")
+                *chance, "counter", "drop")
 
     def undrop(self) -> None:
         self.gw("nft", "delete", "table", "inet", "lossy", check=False)
@@ -340,6 +341,20 @@ class Lab:
         agent = Agent(self.ns["client"])
         self._agents.append(agent)
         return agent
+
+    def forge_from_lan(self, source: tuple[str, int], destination: tuple[str, int],
+                       data: bytes) -> None:
+        """Send a datagram to the client from another address on the LAN (added to the
+        gateway's LAN interface for the purpose), as a hostile host would."""
+        self.gw("ip", "addr", "replace", f"{source[0]}/24", "dev", self.veth["gw_lan"])
+        code = (
+            "import socket\n"
+            "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"
+            "s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
+            f"s.bind({source!r})\n"
+            f"s.sendto(bytes.fromhex({data.hex()!r}),{destination!r})\n"
+        )
+        self.python("gw", code)
 
     def wan_tcp(self, port: int, timeout: float = 10) -> bytes:
         """Connect from the wan host to the gateway's WAN address and read until closed."""
