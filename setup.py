@@ -16,6 +16,8 @@ setup(
         # wheel: the plugin test builds an installed copy offline (--no-build-isolation)
         "test": ["pytest>=7", "pytest-twisted>=1.14", "hypothesis>=6", "wheel"],
         "dev": ["mypy>=1.10", "mypy-zope>=1.0"],
+        # bench: nat-pmp is the peer client bench/peers.py measures txnatpmp against
+        "bench": ["nat-pmp"],
     },
     classifiers=[
         "Framework :: Twisted",

@@ -163,6 +163,21 @@ class Retransmission(ClientTestCase):
         self.failureResultOf(d, GatewayTimeout)
 
 
+class ImmediateAnswers(ClientTestCase):
+    def test_an_answer_delivered_during_write_leaves_no_timer_behind(self) -> None:
+        """A transport may deliver the answer before write() returns (an in-memory one does)."""
+        def answer_at_once(data: bytes, addr: Any) -> None:
+            FakeGateway.datagramReceived(self.gateway, data, addr)
+            self.clock.advance(0)  # the reply goes out, and arrives, inside the client's write
+
+        self.gateway.datagramReceived = answer_at_once  # type: ignore[method-assign]
+        d = self.client.map_port("tcp", 8080)
+        self.assertEqual(self.successResultOf(d).external_port, 8080)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.clock.pump([1] * 200)
+        self.assertEqual(len(self.sent()), 1)
+
+
 class Serialization(ClientTestCase):
     def test_R08_one_request_in_flight_in_order(self) -> None:
         self.gateway.delay = 0.2

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -273,8 +275,9 @@ class Stopping(ServiceTestCase):
 
 class StatusFile(ServiceTestCase):
     def test_status_file_follows_the_mappings(self) -> None:
-        path = Path(self.mktemp())
-        path.parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp())
+        self.addCleanup(shutil.rmtree, folder)
+        path = folder / "status.json"
         self.service = self.make_service(status_file=str(path))
         self.clock.advance(1000)
         self.start("tcp:60010")

@@ -60,14 +60,21 @@ def check_gateway(host: str, port: int) -> tuple[str, int]:
 class _Exchange:
     """One request and its transmissions, from queueing to its answer."""
 
-    __slots__ = ("request", "data", "schedule", "deferred", "attempt", "timer", "started",
-                 "granted_nothing")
+    __slots__ = ("request", "data", "schedule", "convert", "deferred", "attempt", "timer",
+                 "started", "granted_nothing")
 
-    def __init__(self, request: Request, schedule: RetransmitSchedule) -> None:
+    def __init__(
+        self,
+        request: Request,
+        schedule: RetransmitSchedule,
+        convert: Callable[[Response], Any],
+        withdraw: Callable[[_Exchange], None],
+    ) -> None:
         self.request = request
         self.data = encode(request)
         self.schedule = schedule
-        self.deferred: Deferred[Response] = Deferred()
+        self.convert = convert  # the response into what the caller gets
+        self.deferred: Deferred[Any] = Deferred(lambda _: withdraw(self))
         self.attempt = 0
         self.timer: IDelayedCall | None = None
         self.started = 0.0
@@ -179,13 +186,12 @@ class NATPMPClient(DatagramProtocol):
 
     # The queue
 
-    def _submit(self, request: Request, convert: Callable[[Request, Response], T]) -> Deferred[T]:
+    def _submit(self, request: Request, convert: Callable[[Response], T]) -> Deferred[T]:
         schedule = self.delete_schedule if is_delete(request) else self.schedule
-        exchange = _Exchange(request, schedule)
-        exchange.deferred = Deferred(lambda _: self._withdraw(exchange))
+        exchange = _Exchange(request, schedule, convert, self._withdraw)
         self._queue.append(exchange)
         self._send_next()
-        return exchange.deferred.addCallback(lambda response: convert(request, response))
+        return exchange.deferred
 
     def _send_next(self) -> None:
         if self._current is not None or self.transport is None or not self._queue:
@@ -196,18 +202,13 @@ class NATPMPClient(DatagramProtocol):
 
     def _transmit(self, exchange: _Exchange) -> None:
         assert self.transport is not None
-        self.transport.write(exchange.data, self.gateway)
-        self.log.debug(
-            "Sent {request} to {host}:{port} (attempt {attempt} of {attempts})",
-            request=exchange.request,
-            host=self.gateway[0],
-            port=self.gateway[1],
-            attempt=exchange.attempt + 1,
-            attempts=exchange.schedule.attempts,
-        )
         wait = exchange.schedule.wait_after(exchange.attempt)
         exchange.attempt += 1
+        # The timer first: a transport may deliver the answer before write() returns.
         exchange.timer = self._clock.callLater(wait, self._no_answer, exchange)
+        # No log event per transmission: Twisted builds and publishes every event, even at debug
+        # level, and that was an eighth of a request's cost.  Retransmissions are logged.
+        self.transport.write(exchange.data, self.gateway)
 
     def _no_answer(self, exchange: _Exchange) -> None:
         exchange.timer = None
@@ -246,7 +247,7 @@ class NATPMPClient(DatagramProtocol):
         if isinstance(outcome, Exception):
             exchange.deferred.errback(outcome)
         elif outcome is not None:
-            exchange.deferred.callback(outcome)
+            exchange.deferred.callback(exchange.convert(outcome))
         self._send_next()
 
     @staticmethod
@@ -287,12 +288,12 @@ def _grants_nothing(request: Request, response: Response) -> bool:
     )
 
 
-def _external_address(request: Request, response: Response) -> ExternalAddress:
+def _external_address(response: Response) -> ExternalAddress:
     assert isinstance(response, ExternalAddressResponse)
     return ExternalAddress(response.address, response.epoch)
 
 
-def _mapping(request: Request, response: Response) -> Mapping:
+def _mapping(response: Response) -> Mapping:
     assert isinstance(response, MappingResponse)
     return Mapping(
         response.protocol,

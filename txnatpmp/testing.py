@@ -15,6 +15,7 @@ number of distinct requests it ever had outstanding at once.
 
 from __future__ import annotations
 
+import heapq
 import random
 from typing import Any, Callable, Iterator, Sequence
 
@@ -131,6 +132,8 @@ class FakeGateway(DatagramProtocol):
         self._random = random.Random(seed)
         self._outstanding: set[tuple[tuple[str, int], bytes]] = set()
         self._table: dict[tuple[str, str, int], FakeMapping] = {}
+        self._used: dict[str, set[int]] = {"tcp": set(), "udp": set()}  # external ports
+        self._expiries: list[tuple[float, tuple[str, str, int]]] = []  # a heap
         self._started = self._clock.seconds()
 
     def listen(
@@ -170,7 +173,8 @@ class FakeGateway(DatagramProtocol):
 
     def reboot(self, announce: bool = True) -> None:
         """Forget every mapping and restart the epoch at 0, as a router that rebooted."""
-        self._table.clear()
+        for key in list(self._table):
+            self._remove(key)
         self._started = self._clock.seconds()
         if announce:
             self.announce()
@@ -258,9 +262,9 @@ class FakeGateway(DatagramProtocol):
         if request.lifetime == 0:
             if request.internal_port == 0:
                 for other in [k for k in self._table if k[:2] == key[:2]]:
-                    del self._table[other]
+                    self._remove(other)
             else:
-                self._table.pop(key, None)
+                self._remove(key)
             return MappingResponse(request.protocol, 0, self.epoch, request.internal_port, 0, 0)
         lifetime = min(max(request.lifetime, self.min_lifetime), self.max_lifetime)
         if self.grant_lifetime is not None:
@@ -272,29 +276,39 @@ class FakeGateway(DatagramProtocol):
             external = self._free_port(
                 request.protocol, request.external_port or request.internal_port
             )
+        expires = self._clock.seconds() + lifetime
         self._table[key] = FakeMapping(
-            client,
-            request.protocol,
-            request.internal_port,
-            external,
-            self._clock.seconds() + lifetime,
+            client, request.protocol, request.internal_port, external, expires
         )
+        self._used[request.protocol].add(external)
+        heapq.heappush(self._expiries, (expires, key))
         return MappingResponse(
             request.protocol, 0, self.epoch, request.internal_port, external, lifetime
         )
 
     def _free_port(self, protocol: str, preferred: int) -> int:
-        taken = self.reserved_ports | {
-            m.external_port for m in self._table.values() if m.protocol == protocol
-        }
-        if preferred and preferred not in taken:
+        used = self._used[protocol]
+
+        def taken(port: int) -> bool:
+            return port in used or port in self.reserved_ports
+
+        if preferred and not taken(preferred):
             return preferred
-        return next(p for p in range(_FIRST_DYNAMIC_PORT, 0x10000) if p not in taken)
+        return next(p for p in range(_FIRST_DYNAMIC_PORT, 0x10000) if not taken(p))
+
+    def _remove(self, key: tuple[str, str, int]) -> None:
+        mapping = self._table.pop(key, None)
+        if mapping is not None:
+            self._used[mapping.protocol].discard(mapping.external_port)
 
     def _expire(self) -> None:
+        """Drop mappings whose lifetime ran out (the heap may hold stale entries: skip them)."""
         now = self._clock.seconds()
-        for key in [k for k, m in self._table.items() if m.expires <= now]:
-            del self._table[key]
+        while self._expiries and self._expiries[0][0] <= now:
+            expires, key = heapq.heappop(self._expiries)
+            mapping = self._table.get(key)
+            if mapping is not None and mapping.expires <= now:
+                self._remove(key)
 
     @staticmethod
     def _decoded(datagrams: Iterator[bytes]) -> Iterator[Request]:
