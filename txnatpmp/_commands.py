@@ -34,7 +34,6 @@ class Interrupts:
     def __init__(self, reactor: Any) -> None:
         self._reactor = reactor
         self._waiting: list[Deferred[int]] = []
-        self.received: list[int] = []
 
     def install(self) -> None:
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -44,7 +43,6 @@ class Interrupts:
         self._reactor.callFromThread(self._fire, signum)
 
     def _fire(self, signum: int) -> None:
-        self.received.append(signum)
         waiting, self._waiting = self._waiting, []
         for d in waiting:
             if not d.called:  # a timer may have fired it already

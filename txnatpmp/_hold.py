@@ -25,14 +25,7 @@ class HeldMapping:
     @property
     def mapping(self) -> Mapping | None:
         """The mapping as last granted (C{None} while the gateway is re-creating it)."""
-        return next(
-            (
-                m
-                for m in self.service.mappings
-                if (m.protocol, m.internal_port) == (self.spec.protocol, self.spec.internal_port)
-            ),
-            None,
-        )
+        return self.service.mapping_for(self.spec)
 
     @property
     def external_address(self) -> str | None:

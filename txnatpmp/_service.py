@@ -165,6 +165,11 @@ class MappingService(Service):
         """The mappings the gateway currently grants."""
         return [e.mapping for e in self._entries.values() if e.mapping is not None]
 
+    def mapping_for(self, spec: MappingSpec) -> Mapping | None:
+        """The mapping currently granted for C{spec}, if any."""
+        entry = self._entries.get((spec.protocol, spec.internal_port))
+        return entry.mapping if entry is not None else None
+
     def add_observer(self, observer: Observer) -> None:
         """Call C{observer(event)} with every L{MappingEvent}."""
         self._observers.append(observer)
@@ -261,13 +266,9 @@ class MappingService(Service):
     def _start_failed(self, failure: Failure) -> None:
         if isinstance(failure.value, CancelledError):
             return
-        self._unreachable_failures += 1
-        delay = self._retry.delay(self._unreachable_failures)
-        self.log.error("Cannot start: {error}; trying again in {delay:g} s",
-                       error=failure.getErrorMessage(), delay=delay)
+        self._back_off("restart", self._restart, "Cannot start: {error}; trying again", failure)
         for entry in self._entries.values():
             entry.settle(failure)
-        self._wait("restart", delay, self._restart)
 
     def _restart(self) -> None:
         self._starting = Deferred.fromCoroutine(self._start())
@@ -390,11 +391,7 @@ class MappingService(Service):
         """Nobody answers: stop every request and probe with one until the gateway is back."""
         if self._pending is not None or self.client is None:
             return
-        self._unreachable_failures += 1
-        delay = self._retry.delay(self._unreachable_failures)
-        self.log.warn("{error}; asking again in {delay:g} s", error=failure.getErrorMessage(),
-                      delay=delay)
-        self._wait("probe", delay, self._probe)
+        self._back_off("probe", self._probe, "{error}; asking again", failure)
         entries = list(self._entries.values())
         for entry in entries:
             entry.stop()
@@ -429,11 +426,7 @@ class MappingService(Service):
         self._probing = None
         if isinstance(failure.value, CancelledError):
             return
-        self._unreachable_failures += 1
-        delay = self._retry.delay(self._unreachable_failures)
-        self.log.warn("{error}; looking again in {delay:g} s", error=failure.getErrorMessage(),
-                      delay=delay)
-        self._wait("probe", delay, self._probe)
+        self._back_off("probe", self._probe, "{error}; looking again", failure)
 
     def _send_probe(self) -> None:
         assert self.client is not None
@@ -573,6 +566,14 @@ class MappingService(Service):
         except OSError as error:
             self.log.error("Cannot write status file {path}: {error}", path=self.status_file,
                            error=error)
+
+    def _back_off(self, purpose: str, then: Callable[[], object], message: str,
+                  failure: Failure) -> None:
+        """One more failure of the gateway as a whole: log it and wait longer before C{then}."""
+        self._unreachable_failures += 1
+        delay = self._retry.delay(self._unreachable_failures)
+        self.log.warn(message + " in {delay:g} s", error=failure.getErrorMessage(), delay=delay)
+        self._wait(purpose, delay, then)
 
     def _wait(self, purpose: str, delay: float, then: Callable[[], object]) -> None:
         """Run C{then} after C{delay}; until then the service is waiting for C{purpose}.

@@ -53,9 +53,7 @@ class NATPMPListeningPort:
     @property
     def mapping(self) -> Mapping | None:
         """The mapping as the gateway last granted it."""
-        key = (self._spec.protocol, self._spec.internal_port)
-        return next((m for m in self.service.mappings
-                     if (m.protocol, m.internal_port) == key), None)
+        return self.service.mapping_for(self._spec)
 
     @property
     def public_address(self) -> str | None:

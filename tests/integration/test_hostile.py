@@ -5,7 +5,6 @@ Hostile and broken conditions against the real gateway.
 from __future__ import annotations
 
 import signal
-import sys
 import time
 
 from txnatpmp._wire import MappingResponse, encode
