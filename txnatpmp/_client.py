@@ -160,7 +160,10 @@ class NATPMPClient(DatagramProtocol):
         return self._submit(MappingRequest(check_protocol(protocol), internal_port, 0, 0), _mapping)
 
     def unmap_all(self, protocol: str) -> Deferred[Mapping]:
-        """Delete every mapping of one protocol that this host holds (R16)."""
+        """
+        Delete every mapping of one protocol that this host holds (R16).  Some gateways
+        (miniupnpd 2.3.1 and older) delete those of both protocols.
+        """
         return self._submit(MappingRequest(check_protocol(protocol), 0, 0, 0), _mapping)
 
     # DatagramProtocol

@@ -229,7 +229,7 @@ class MappingService(Service):
             self._starting.cancel()
         self._cancel_timer()
         self._stop_probing()
-        self._stop_hearing()
+        self._stop_announcement_listener()
         deletes = self._delete_all()
         deletes.addCallback(lambda _: self._close_client())
         return deletes
@@ -255,10 +255,10 @@ class MappingService(Service):
             self._refresh(entry)
 
     def _disconnect(self) -> None:
-        self._stop_hearing()
+        self._stop_announcement_listener()
         self._close_client()
 
-    def _stop_hearing(self) -> None:
+    def _stop_announcement_listener(self) -> None:
         if self._announce_listener is not None:
             self._announce_listener.stopListening()
             self._announce_listener = None
