@@ -260,7 +260,7 @@ class GatewayMisbehaviour(SynchronousTestCase):
 
 
 class ChangingNetworks(SynchronousTestCase):
-    def test_service_follows_a_new_default_gateway(self) -> None:
+    def test_R20_service_follows_a_new_default_gateway(self) -> None:
         clock = Clock()
         network = MemoryNetwork(clock)
         old, new = FakeGateway(clock), FakeGateway(clock)

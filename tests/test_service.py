@@ -231,7 +231,7 @@ class GatewayReboots(ServiceTestCase):
         # While silent, one probe at a time stood for all three mappings.
         self.assertEqual(self.gateway.max_outstanding, 1)
 
-    def test_gateway_back_is_noticed_at_once_from_its_announcement(self) -> None:
+    def test_R20_gateway_back_is_noticed_at_once_from_its_announcement(self) -> None:
         self.gateway.online = False
         self.run_for(3600 + 200)
         self.gateway.online = True
