@@ -28,7 +28,7 @@ from twisted.internet.interfaces import (
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-from ._results import Mapping
+from ._hold import HeldMapping
 from ._service import MappingService
 from ._spec import MappingSpec, parse_gateway, parse_lifetime
 
@@ -36,29 +36,23 @@ __all__ = ["NATPMPListeningPort", "NATPMPServerEndpoint", "NATPMPServerParser"]
 
 
 @implementer(IListeningPort)
-class NATPMPListeningPort:
+class NATPMPListeningPort(HeldMapping):
     """
     A listening port whose TCP port is mapped on the gateway, and kept mapped (renewed, and
-    re-created after gateway reboots) while it listens.
+    re-created after gateway reboots) while it listens: a L{HeldMapping} that listens.
 
     @ivar service: The L{MappingService} keeping the mapping; add observers to it to follow
         changes.
     """
 
     def __init__(self, port: IListeningPort, service: MappingService, spec: MappingSpec) -> None:
+        super().__init__(service, spec)
         self.port = port
-        self.service = service
-        self._spec = spec
-
-    @property
-    def mapping(self) -> Mapping | None:
-        """The mapping as the gateway last granted it."""
-        return self.service.mapping_for(self._spec)
 
     @property
     def public_address(self) -> str | None:
         """The gateway's external address."""
-        return self.service.external_address
+        return self.external_address
 
     @property
     def public_port(self) -> int | None:
