@@ -62,13 +62,8 @@ class ServiceTestCase(SynchronousTestCase):
         return sorted((m.protocol, m.internal_port, m.external_port) for m in self.gateway.mappings)
 
     def map_requests(self) -> list[tuple[float, MappingRequest]]:
-        return [
-            (r.time, request)
-            for r in self.gateway.received
-            if not r.dropped
-            for request in FakeGateway._decoded(iter([r.data]))
-            if isinstance(request, MappingRequest)
-        ]
+        return [(r.time, r.request) for r in self.gateway.received
+                if not r.dropped and isinstance(r.request, MappingRequest)]
 
     def run_for(self, seconds: float, step: float = 0.25) -> None:
         self.clock.pump([step] * int(seconds / step))

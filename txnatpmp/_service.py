@@ -167,7 +167,7 @@ class MappingService(Service):
 
     def mapping_for(self, spec: MappingSpec) -> Mapping | None:
         """The mapping currently granted for C{spec}, if any."""
-        entry = self._entries.get((spec.protocol, spec.internal_port))
+        entry = self._entries.get(spec.key)
         return entry.mapping if entry is not None else None
 
     def add_observer(self, observer: Observer) -> None:
@@ -193,11 +193,10 @@ class MappingService(Service):
         @raise ValueError: for a bad spec, or one the service already keeps.
         """
         wanted = _to_spec(spec, internal_port, external_port)
-        key = (wanted.protocol, wanted.internal_port)
-        if key in self._entries:
+        if wanted.key in self._entries:
             raise ValueError(f"{wanted.protocol} {wanted.internal_port} is already kept")
         entry = _Entry(wanted, parse_lifetime(self.lifetime if lifetime is None else lifetime))
-        self._entries[key] = entry
+        self._entries[wanted.key] = entry
         first: Deferred[Mapping] = Deferred()
         entry.waiting.append(first)
         if self.client is not None and self._pending is None:
@@ -211,7 +210,7 @@ class MappingService(Service):
         @raise ValueError: if the service does not keep it.
         """
         wanted = _to_spec(spec, internal_port, 0)
-        entry = self._entries.pop((wanted.protocol, wanted.internal_port), None)
+        entry = self._entries.pop(wanted.key, None)
         if entry is None:
             raise ValueError(f"{wanted.protocol} {wanted.internal_port} is not kept")
         return self._delete(entry)

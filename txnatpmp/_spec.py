@@ -22,6 +22,11 @@ class MappingSpec:
     internal_port: int
     external_port: int = 0
 
+    @property
+    def key(self) -> tuple[str, int]:
+        """What identifies a mapping on a gateway for one host: protocol and internal port."""
+        return (self.protocol, self.internal_port)
+
     def __str__(self) -> str:
         suffix = f":{self.external_port}" if self.external_port else ""
         return f"{self.protocol}:{self.internal_port}{suffix}"

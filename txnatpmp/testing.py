@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import heapq
 import random
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 from attrs import define, frozen
 from twisted.internet.address import IPv4Address
@@ -67,6 +67,14 @@ class Received:
     source: tuple[str, int]
     time: float
     dropped: bool
+
+    @property
+    def request(self) -> Request | None:
+        """The request these bytes carry, if they are a well-formed one."""
+        try:
+            return decode_request(self.data)
+        except (DecodeError, ValueError):
+            return None
 
 
 @define
@@ -167,7 +175,7 @@ class FakeGateway(DatagramProtocol):
     @property
     def requests(self) -> list[Request]:
         """Every well-formed request that was not dropped, in order of arrival."""
-        return list(self._decoded(r.data for r in self.received if not r.dropped))
+        return [r.request for r in self.received if not r.dropped and r.request is not None]
 
     # Knobs that act
 
@@ -309,14 +317,6 @@ class FakeGateway(DatagramProtocol):
             mapping = self._table.get(key)
             if mapping is not None and mapping.expires <= now:
                 self._remove(key)
-
-    @staticmethod
-    def _decoded(datagrams: Iterator[bytes]) -> Iterator[Request]:
-        for data in datagrams:
-            try:
-                yield decode_request(data)
-            except (DecodeError, ValueError):
-                continue
 
 
 @frozen
