@@ -27,7 +27,7 @@ from ._hold import HeldMapping, hold_mapping
 from ._results import ExternalAddress, Mapping
 from ._schedule import DELETE_SCHEDULE, RFC_SCHEDULE, RetransmitSchedule, RetryBackoff
 from ._service import MappingService
-from ._spec import MappingSpec, parse_gateway, parse_spec
+from ._spec import Gateway, MappingSpec, parse_gateway, parse_spec
 
 __all__ = [
     "ClientStopped",
@@ -36,6 +36,7 @@ __all__ = [
     "EpochTracker",
     "EventKind",
     "ExternalAddress",
+    "Gateway",
     "GatewayNotFound",
     "GatewayTimeout",
     "HeldMapping",

@@ -4,7 +4,6 @@ L{NATPMPClient}: a NAT-PMP client as a Twisted C{DatagramProtocol}.
 
 from __future__ import annotations
 
-import ipaddress
 from collections import deque
 from typing import Any, Callable, TypeVar
 
@@ -24,6 +23,7 @@ from ._errors import (
 )
 from ._results import ExternalAddress, Mapping
 from ._schedule import DELETE_SCHEDULE, RFC_SCHEDULE, RetransmitSchedule
+from ._spec import DEFAULT_LIFETIME, check_gateway
 from ._wire import (
     SERVER_PORT,
     ExternalAddressRequest,
@@ -40,21 +40,6 @@ from ._wire import (
 )
 
 T = TypeVar("T")
-
-
-def check_gateway(host: str, port: int) -> tuple[str, int]:
-    """
-    Return C{(host, port)} if C{host} is a dotted IPv4 address and C{port} a UDP port.
-
-    @raise ValueError: otherwise.
-    """
-    try:
-        address = ipaddress.IPv4Address(host)
-    except ValueError:
-        raise ValueError(f"gateway must be an IPv4 address, not {host!r}") from None
-    if not isinstance(port, int) or not 1 <= port <= 0xFFFF:
-        raise ValueError(f"gateway port must be from 1 to 65535, not {port!r}")
-    return str(address), port
 
 
 class _Exchange:
@@ -135,7 +120,8 @@ class NATPMPClient(DatagramProtocol):
         return self._submit(ExternalAddressRequest(), _external_address)
 
     def map_port(
-        self, protocol: str, internal_port: int, external_port: int = 0, lifetime: int = 7200
+        self, protocol: str, internal_port: int, external_port: int = 0,
+        lifetime: int = DEFAULT_LIFETIME,
     ) -> Deferred[Mapping]:
         """
         Create or renew a mapping.  The gateway decides the external port (C{external_port} is
