@@ -23,6 +23,7 @@ from ._client import NATPMPClient
 from ._errors import NATPMPError
 from ._events import EventKind, MappingEvent
 from ._gateway import find_gateway
+from ._results import Mapping
 from ._schedule import RetransmitSchedule
 from ._service import MappingService
 from ._tokens import Endpoints, substitute
@@ -53,6 +54,11 @@ class Interrupts:
         d: Deferred[int] = Deferred()
         self._waiting.append(d)
         return d
+
+
+def mapping_fields(mapping: Mapping) -> dict[str, Any]:
+    """A mapping as JSON-ready fields (its PCP nonce is a secret, never printed)."""
+    return asdict(mapping, filter=lambda attribute, _: attribute.name != "nonce")
 
 
 class Output:
@@ -99,7 +105,7 @@ async def map_once(reactor: Any, args: Namespace, out: Output, interrupts: Inter
         m = await client.map_port(spec.protocol, spec.internal_port, spec.external_port,
                                   args.lifetime)
         out.say(f"{m.protocol} {public}:{m.external_port} -> local port {m.internal_port} "
-                f"for {m.lifetime} s", external_address=public, **asdict(m))
+                f"for {m.lifetime} s", **{**mapping_fields(m), "external_address": public})
     return 0
 
 
@@ -139,7 +145,7 @@ def _tell(out: Output, event: MappingEvent) -> None:
     }
     data = {"event": event.kind.value, "spec": str(spec) if spec else None,
             "external_address": event.external_address,
-            "mapping": asdict(m) if m else None,
+            "mapping": mapping_fields(m) if m else None,
             "error": str(event.error) if event.error else None}
     out.say(texts[event.kind], **data)
 

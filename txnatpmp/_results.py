@@ -4,9 +4,14 @@ The values NATPMPClient requests produce.
 
 from __future__ import annotations
 
-from attrs import frozen
+from typing import Literal
+
+from attrs import field, frozen
 
 from ._wire import Protocol
+
+#: The protocols a mapping can be made with.
+Method = Literal["natpmp", "pcp", "upnp"]
 
 
 @frozen
@@ -30,6 +35,11 @@ class Mapping:
     @ivar external_port: The port actually mapped, which may differ from the one suggested (R13);
         0 for a deleted mapping.
     @ivar lifetime: Seconds granted, which may differ from those asked for (R14); 0 once deleted.
+    @ivar epoch: The gateway's epoch when it answered (0 where the protocol has none).
+    @ivar method: The protocol that made the mapping, and that must renew and delete it.
+    @ivar external_address: The external address, where the protocol reports it per mapping
+        (PCP, UPnP); C{None} for NAT-PMP, which reports it separately.
+    @ivar nonce: PCP's 96-bit mapping nonce, needed to renew and delete it; C{None} otherwise.
     """
 
     protocol: Protocol
@@ -37,3 +47,6 @@ class Mapping:
     external_port: int
     lifetime: int
     epoch: int
+    method: Method = "natpmp"
+    external_address: str | None = None
+    nonce: bytes | None = field(default=None, repr=False)

@@ -37,7 +37,7 @@ class Echo(DatagramProtocol):
 
 
 def as_dict(value: Any) -> dict[str, Any]:
-    return attrs.asdict(value)
+    return attrs.asdict(value, filter=lambda attribute, _: attribute.name != "nonce")
 
 
 class Agent(LineReceiver):
