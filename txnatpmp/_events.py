@@ -16,8 +16,10 @@ class EventKind(Enum):
     """The kinds of L{MappingEvent}."""
 
     MAPPED = "mapped"  #: a mapping exists for the first time (C{mapping})
-    RENEWED = "renewed"  #: renewed or re-created with the same external port
+    RENEWED = "renewed"  #: renewed with the same external port
+    RECREATED = "re-created"  #: made again after the gateway lost it (reboot, lapse)
     PORT_CHANGED = "port changed"  #: renewed or re-created on another external port (C{previous})
+    EXPIRED = "expired"  #: a granted lifetime ran out before a renewal succeeded (C{previous})
     ADDRESS_CHANGED = "address changed"  #: the external address changed (C{external_address})
     STATE_LOST = "gateway lost state"  #: the gateway rebooted; mappings are being re-created
     FAILED = "mapping failed"  #: a request for C{spec} failed with C{error}; it will be retried
