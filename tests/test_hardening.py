@@ -138,17 +138,18 @@ class Fuzzing(SynchronousTestCase):
                 pass
 
     @settings(max_examples=500, deadline=None)
-    @given(st.lists(st.tuples(st.sampled_from(["198.51.100.1", "198.51.100.66"]),
+    @given(st.lists(st.tuples(st.sampled_from([("198.51.100.1", 5351), ("198.51.100.1", 5350),
+                                               ("198.51.100.66", 5351)]),
                               st.one_of(st.binary(max_size=1100), mutated())), max_size=20))
     def test_announcement_listener_passes_on_only_what_decodes(
-        self, noise: list[tuple[str, bytes]]
+        self, noise: list[tuple[tuple[str, int], bytes]]
     ) -> None:
         heard: list[object] = []
         listener = AnnouncementListener("198.51.100.1", heard.append)
-        for host, data in noise:
-            listener.datagramReceived(data, (host, 5350))
-        expected = [decode_announcement(d) for h, d in noise
-                    if h == "198.51.100.1" and _decodes(d, decode_announcement)]
+        for source, data in noise:
+            listener.datagramReceived(data, source)
+        expected = [decode_announcement(d) for source, d in noise
+                    if source == ("198.51.100.1", 5351) and _decodes(d, decode_announcement)]
         self.assertEqual(heard, expected)
 
 

@@ -248,7 +248,7 @@ class Stopping(ServiceTestCase):
         self.start(*[f"tcp:{p}" for p in range(62000, 62050)])
         self.gateway.online = False
         stopped = self.service.stopService()
-        self.run_for(1.75)
+        self.run_for(3.5)  # two deletes in a row unanswered (1.75 s each): the gateway is gone
         self.assertIsNone(self.successResultOf(stopped))
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
@@ -280,6 +280,8 @@ class StatusFile(ServiceTestCase):
         self.assertEqual(status["external_address"], "80.100.100.1")
         self.assertEqual(status["mappings"], [{"protocol": "tcp", "internal_port": 60010,
                                                "external_port": 60010, "lifetime": 7200,
+                                               "method": "natpmp",
+                                               "external_address": "80.100.100.1",
                                                "expires": 8200.0}])
         self.service.stopService()
         self.clock.advance(0)

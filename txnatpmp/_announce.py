@@ -20,6 +20,7 @@ from ._wire import (
     ANNOUNCE_GROUP,
     ANNOUNCE_PORT,
     ExternalAddressResponse,
+    SERVER_PORT,
     PCPAnnounce,
     decode_announcement,
 )
@@ -30,18 +31,23 @@ Announcement = Union[ExternalAddressResponse, PCPAnnounce]
 class AnnouncementListener(DatagramProtocol):
     """
     Passes each well-formed announcement from C{gateway} to C{received}; ignores everything else
-    (other senders, malformed packets) and never raises (R21, R23).
+    (other senders, other source ports, malformed packets) and never raises (R21, R23).
+
+    @param gateway: The gateway's address, with the port it sends from (5351 when only the
+        address is given): a gateway announces from its server port.
     """
 
     log = Logger()
 
-    def __init__(self, gateway: str, received: Callable[[Announcement], object]) -> None:
-        self.gateway = gateway
+    def __init__(
+        self, gateway: str | tuple[str, int], received: Callable[[Announcement], object]
+    ) -> None:
+        self.gateway = (gateway, SERVER_PORT) if isinstance(gateway, str) else tuple(gateway)
         self._received = received
 
     def datagramReceived(self, data: bytes, addr: Any) -> None:
         try:
-            if addr[0] != self.gateway:
+            if (addr[0], addr[1]) != self.gateway:
                 self.log.debug("Ignored an announcement from {source}: not the gateway",
                                source=addr)
                 return

@@ -46,7 +46,7 @@ class _Exchange:
     """One request and its transmissions, from queueing to its answer."""
 
     __slots__ = ("request", "data", "schedule", "convert", "deferred", "attempt", "timer",
-                 "started", "granted_nothing")
+                 "started", "granted_nothing", "send_error", "discarded", "discard_reason")
 
     def __init__(
         self,
@@ -64,6 +64,9 @@ class _Exchange:
         self.timer: IDelayedCall | None = None
         self.started = 0.0
         self.granted_nothing = False  # saw a success with lifetime 0 (not an answer, see R06)
+        self.send_error: OSError | None = None  # the last transmission could not be sent
+        self.discarded = 0  # malformed datagrams from the gateway while in flight
+        self.discard_reason: str | None = None
 
 
 class NATPMPClient(DatagramProtocol):
@@ -75,7 +78,12 @@ class NATPMPClient(DatagramProtocol):
     C{schedule} until answered (R07).  Every request method returns a C{Deferred}; cancelling it
     withdraws the request.
 
+    A transmission that cannot be sent (C{OSError}: network unreachable, link down) counts as
+    lost: the request is retransmitted on its schedule like any other.
+
     @ivar epoch: The gateway's L{EpochTracker}: add an observer to learn when it lost state (R18).
+    @ivar last_heard: The clock's time of the last well-formed datagram from the gateway, or
+        C{None}.
     """
 
     log = Logger()
@@ -104,6 +112,8 @@ class NATPMPClient(DatagramProtocol):
         self.epoch = EpochTracker(reactor.seconds)
         self._queue: deque[_Exchange] = deque()
         self._current: _Exchange | None = None
+        self.last_heard: float | None = None
+        self._send_failing = False
 
     def __repr__(self) -> str:
         return f"<NATPMPClient for {self.gateway[0]}:{self.gateway[1]}>"
@@ -115,13 +125,21 @@ class NATPMPClient(DatagramProtocol):
 
     # Public requests
 
-    def get_external_address(self) -> Deferred[ExternalAddress]:
-        """Ask for the gateway's external IPv4 address."""
-        return self._submit(ExternalAddressRequest(), _external_address)
+    def get_external_address(
+        self, *, schedule: RetransmitSchedule | None = None
+    ) -> Deferred[ExternalAddress]:
+        """
+        Ask for the gateway's external IPv4 address.
+
+        @param schedule: Retransmissions for this request instead of the client's.
+        """
+        return self._submit(ExternalAddressRequest(), _external_address, schedule)
 
     def map_port(
         self, protocol: str, internal_port: int, external_port: int = 0,
         lifetime: int = DEFAULT_LIFETIME,
+        *,
+        schedule: RetransmitSchedule | None = None,
     ) -> Deferred[Mapping]:
         """
         Create or renew a mapping.  The gateway decides the external port (C{external_port} is
@@ -134,16 +152,19 @@ class NATPMPClient(DatagramProtocol):
             or a lifetime outside 0-4294967295; nothing is sent.
         """
         request = MappingRequest(check_protocol(protocol), internal_port, external_port, lifetime)
-        return self._submit(request, _mapping)
+        return self._submit(request, _mapping, schedule)
 
-    def unmap_port(self, protocol: str, internal_port: int) -> Deferred[Mapping]:
+    def unmap_port(
+        self, protocol: str, internal_port: int, *, schedule: RetransmitSchedule | None = None
+    ) -> Deferred[Mapping]:
         """
         Delete a mapping (R16); deleting one that does not exist succeeds too.  Gives up after
-        C{delete_schedule} (R17).
+        C{delete_schedule} (R17), or C{schedule} if given.
         """
         if internal_port == 0:
             raise ValueError("internal port 0 deletes every mapping: use unmap_all()")
-        return self._submit(MappingRequest(check_protocol(protocol), internal_port, 0, 0), _mapping)
+        request = MappingRequest(check_protocol(protocol), internal_port, 0, 0)
+        return self._submit(request, _mapping, schedule)
 
     def unmap_all(self, protocol: str) -> Deferred[Mapping]:
         """
@@ -175,8 +196,14 @@ class NATPMPClient(DatagramProtocol):
 
     # The queue
 
-    def _submit(self, request: Request, convert: Callable[[Response], T]) -> Deferred[T]:
-        schedule = self.delete_schedule if is_delete(request) else self.schedule
+    def _submit(
+        self,
+        request: Request,
+        convert: Callable[[Response], T],
+        schedule: RetransmitSchedule | None = None,
+    ) -> Deferred[T]:
+        if schedule is None:
+            schedule = self.delete_schedule if is_delete(request) else self.schedule
         exchange = _Exchange(request, schedule, convert, self._withdraw)
         self._queue.append(exchange)
         self._send_next()
@@ -197,7 +224,19 @@ class NATPMPClient(DatagramProtocol):
         exchange.timer = self._clock.callLater(wait, self._no_answer, exchange)
         # No log event per transmission: Twisted builds and publishes every event, even at debug
         # level, and that was an eighth of a request's cost.  Retransmissions are logged.
-        self.transport.write(exchange.data, self.gateway)
+        try:
+            self.transport.write(exchange.data, self.gateway)
+        except OSError as error:  # link down, no route: a lost transmission
+            exchange.send_error = error
+            if not self._send_failing:
+                self._send_failing = True
+                self.log.warn("Cannot send to {host}: {error}; retrying on schedule",
+                              host=self.gateway[0], error=error.strerror or error)
+            return
+        exchange.send_error = None
+        if self._send_failing:
+            self._send_failing = False
+            self.log.info("Sending to {host} works again", host=self.gateway[0])
 
     def _no_answer(self, exchange: _Exchange) -> None:
         exchange.timer = None
@@ -217,7 +256,13 @@ class NATPMPClient(DatagramProtocol):
             self._finish(exchange, NoLifetimeGranted(
                 f"{self.gateway[0]} answered {exchange.request} only with lifetime 0"))
         else:
-            self._finish(exchange, GatewayTimeout(self.gateway, exchange.attempt, waited))
+            heard = self.last_heard
+            self._finish(exchange, GatewayTimeout(
+                self.gateway, exchange.attempt, waited,
+                last_heard=None if heard is None else self._clock.seconds() - heard,
+                discarded=exchange.discarded, discard_reason=exchange.discard_reason,
+                send_error=exchange.send_error,
+            ))
 
     def _withdraw(self, exchange: _Exchange) -> None:
         """The caller cancelled: forget the request wherever it is."""
@@ -254,7 +299,11 @@ class NATPMPClient(DatagramProtocol):
             response = decode_response(data)
         except DecodeError as error:
             self.log.debug("Ignored a malformed datagram from the gateway: {error}", error=error)
+            if self._current is not None:
+                self._current.discarded += 1
+                self._current.discard_reason = str(error)
             return
+        self.last_heard = self._clock.seconds()
         exchange = self._current
         if exchange is not None and _grants_nothing(exchange.request, response):
             exchange.granted_nothing = True
@@ -262,6 +311,8 @@ class NATPMPClient(DatagramProtocol):
             self.log.debug("Ignored {response}: it answers no request in flight", response=response)
             return
         self.epoch.observe(response.epoch)
+        if exchange is not self._current:  # an epoch observer withdrew it
+            return
         self._finish(exchange, error_for_result(response.result) if response.result else response)
 
 

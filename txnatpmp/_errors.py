@@ -26,19 +26,45 @@ class GatewayTimeout(NATPMPError):
     """
     The gateway did not answer any transmission of a request.
 
+    The message says what is known of why: whether the gateway ever answered (a gateway that
+    answered before is more likely cut off than without NAT-PMP), whether replies from it were
+    discarded as malformed, and whether sending itself failed (link down, no route).
+
     @ivar gateway: The gateway's address as C{(host, port)}.
     @ivar attempts: How many times the request was sent.
     @ivar waited: Seconds between the first transmission and giving up.
+    @ivar last_heard: Seconds since the gateway last answered anything, or C{None} if never.
+    @ivar discarded: Datagrams from the gateway discarded as malformed meanwhile.
+    @ivar send_error: The last error sending raised, if sending failed.
     """
 
-    def __init__(self, gateway: tuple[str, int], attempts: int, waited: float) -> None:
+    def __init__(
+        self,
+        gateway: tuple[str, int],
+        attempts: int,
+        waited: float,
+        *,
+        last_heard: float | None = None,
+        discarded: int = 0,
+        discard_reason: str | None = None,
+        send_error: OSError | None = None,
+    ) -> None:
         self.gateway = gateway
         self.attempts = attempts
         self.waited = waited
-        super().__init__(
-            f"no answer from {gateway[0]}:{gateway[1]} after {attempts} attempts "
-            f"over {waited:.2f} s; the gateway may not support NAT-PMP"
-        )
+        self.last_heard = last_heard
+        self.discarded = discarded
+        self.send_error = send_error
+        text = f"no answer from {gateway[0]}:{gateway[1]} after {attempts} attempts over {waited:.2f} s"
+        if send_error is not None:
+            text += f"; sending failed: {send_error.strerror or send_error}"
+        elif discarded:
+            text += f"; {discarded} replies from it were discarded as malformed ({discard_reason})"
+        elif last_heard is not None:
+            text += f"; it last answered {last_heard:.0f} s ago"
+        else:
+            text += "; the gateway may not support NAT-PMP"
+        super().__init__(text)
 
 
 class NoLifetimeGranted(NATPMPError):

@@ -1,15 +1,40 @@
 """
-C{async with hold_mapping(...)}: a mapping for the length of a block.
+Holding mappings: start a service, wait for its first mappings, and on any failure stop it
+again (deleting what was made).  Every front end that needs mappings before it goes on uses
+L{start_holding}: C{hold_mapping}, the C{natpmp:} endpoint and C{natpmp run}.
 """
 
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Sequence
+
+from twisted.internet.defer import gatherResults
 
 from ._results import Mapping
 from ._service import MappingService
-from ._spec import MappingSpec, parse_spec
+from ._spec import DEFAULT_LIFETIME, SERVER_PORT, MappingSpec, parse_spec
+
+
+async def start_holding(service: MappingService, specs: Sequence[MappingSpec]) -> list[Mapping]:
+    """
+    Add C{specs} to C{service}, start it, and return their first mappings.
+
+    If any fails (or the wait is cancelled), the service is stopped, deleting what it made,
+    and the first error is raised.
+    """
+    firsts = [service.add_mapping(spec) for spec in specs]
+    service.startService()
+    try:
+        return list(await gatherResults(firsts, consumeErrors=True))
+    except BaseException as error:
+        for first in firsts:
+            first.addErrback(lambda _: None)
+        await service.stopService()
+        cause = getattr(error, "subFailure", None)  # a FirstError from gatherResults
+        if cause is not None:
+            cause.raiseException()
+        raise
 
 
 class HeldMapping:
@@ -36,10 +61,10 @@ class HeldMapping:
 async def hold_mapping(
     spec: str | MappingSpec,
     gateway: str | None = None,
-    gateway_port: int = 5351,
+    gateway_port: int = SERVER_PORT,
     reactor: Any = None,
     *,
-    lifetime: int = 7200,
+    lifetime: int = DEFAULT_LIFETIME,
     **service_options: Any,
 ) -> AsyncIterator[HeldMapping]:
     """
@@ -55,10 +80,8 @@ async def hold_mapping(
     """
     wanted = spec if isinstance(spec, MappingSpec) else parse_spec(spec)
     service = MappingService(gateway, gateway_port, reactor, lifetime=lifetime, **service_options)
-    first = service.add_mapping(wanted)
-    service.startService()
+    await start_holding(service, [wanted])
     try:
-        await first
         yield HeldMapping(service, wanted)
     finally:
         await service.stopService()

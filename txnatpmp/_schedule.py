@@ -39,6 +39,16 @@ class RetransmitSchedule:
         """Seconds from the first transmission until giving up."""
         return float(self.initial_delay * (2**self.attempts - 1))
 
+    def within(self, seconds: float) -> RetransmitSchedule:
+        """
+        This schedule cut short to give up within C{seconds} (one transmission at least): how a
+        renewal keeps to the lifetime it has left.
+        """
+        attempts = self.attempts
+        while attempts > 1 and self.initial_delay * (2**attempts - 1) > seconds:
+            attempts -= 1
+        return self if attempts == self.attempts else RetransmitSchedule(self.initial_delay, attempts)
+
 
 #: RFC 6886's schedule, for every request that creates or reads something.
 RFC_SCHEDULE = RetransmitSchedule()

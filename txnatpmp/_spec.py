@@ -14,7 +14,8 @@ from typing import NamedTuple
 
 from attrs import frozen
 
-from ._wire import SERVER_PORT, Protocol
+from ._wire import SERVER_PORT as SERVER_PORT
+from ._wire import Protocol
 
 #: The lifetime requested when none is given (RFC 6886 section 3.3, R14).
 DEFAULT_LIFETIME = 7200

@@ -28,9 +28,9 @@ from twisted.internet.interfaces import (
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-from ._hold import HeldMapping
+from ._hold import HeldMapping, start_holding
 from ._service import MappingService
-from ._spec import MappingSpec, parse_gateway, parse_lifetime
+from ._spec import DEFAULT_LIFETIME, SERVER_PORT, MappingSpec, parse_gateway, parse_lifetime
 
 __all__ = ["NATPMPListeningPort", "NATPMPServerEndpoint", "NATPMPServerParser"]
 
@@ -91,9 +91,9 @@ class NATPMPServerEndpoint:
         reactor: Any,
         inner: IStreamServerEndpoint,
         external_port: int = 0,
-        lifetime: int = 7200,
+        lifetime: int = DEFAULT_LIFETIME,
         gateway: str | None = None,
-        gateway_port: int = 5351,
+        gateway_port: int = SERVER_PORT,
         **service_options: Any,
     ) -> None:
         self._reactor = reactor
@@ -112,12 +112,9 @@ class NATPMPServerEndpoint:
         spec = MappingSpec("tcp", port.getHost().port, self.external_port)  # type: ignore[attr-defined]
         service = MappingService(self.gateway, self.gateway_port, self._reactor,
                                  lifetime=self.lifetime, **self._service_options)
-        first = service.add_mapping(spec)
-        service.startService()
         try:
-            await first
+            await start_holding(service, [spec])
         except BaseException:
-            await service.stopService()
             await maybeDeferred(port.stopListening)
             raise
         return NATPMPListeningPort(port, service, spec)

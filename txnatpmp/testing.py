@@ -15,6 +15,7 @@ number of distinct requests it ever had outstanding at once.
 
 from __future__ import annotations
 
+import errno
 import heapq
 import random
 from typing import Any, Callable, Sequence
@@ -48,12 +49,14 @@ from ._wire import (
 
 __all__ = [
     "Datagram",
+    "GatewayRig",
     "FakeGateway",
     "FakeMapping",
     "MemoryHost",
     "MemoryNetwork",
     "MemoryPort",
     "Received",
+    "gateway_rig",
 ]
 
 _FIRST_DYNAMIC_PORT = 1024
@@ -351,13 +354,23 @@ class MemoryNetwork:
         self._listeners: dict[tuple[str, int], list[DatagramProtocol]] = {}
         self._next_port = 40000
         self.sent: list[Datagram] = []
+        self.links_down: set[str] = set()
+        self._ports: list[MemoryPort] = []
 
-    def attach(self, protocol: DatagramProtocol, address: tuple[str, int]) -> MemoryPort:
-        """Give C{protocol} the address C{address} and start it."""
+    def bound(self, host: str) -> list[tuple[str, int]]:
+        """The addresses on which something listens that C{host} bound (its own address, or a
+        group it listens on), one entry per protocol: what a host has open."""
+        return [port.address for port in self._ports if port.owner == host]
+
+    def attach(self, protocol: DatagramProtocol, address: tuple[str, int],
+               owner: str | None = None) -> MemoryPort:
+        """Give C{protocol} the address C{address} and start it.  C{owner} is the host that
+        opened it (its own address by default; a group's listener names its host)."""
         if address[1] == 0:
             address = (address[0], self._ephemeral_port())
         self._listeners.setdefault(address, []).append(protocol)
-        port = MemoryPort(self, protocol, address)
+        port = MemoryPort(self, protocol, address, owner or address[0])
+        self._ports.append(port)
         protocol.makeConnection(port)  # type: ignore[arg-type]
         return port
 
@@ -366,6 +379,7 @@ class MemoryNetwork:
         for protocol in self._listeners.pop(address, []):
             protocol.doStop()  # type: ignore[no-untyped-call]
             protocol.transport = None
+        self._ports = [port for port in self._ports if port.address != address]
 
     def host(self, address: str) -> MemoryHost:
         """A reactor for programs on the host C{address}: its clock is the network's."""
@@ -381,11 +395,13 @@ class MemoryNetwork:
         for receiver in list(self._listeners.get(destination, [])):
             receiver.datagramReceived(data, source)
 
-    def _remove(self, protocol: DatagramProtocol, address: tuple[str, int]) -> None:
-        listeners = self._listeners.get(address, [])
-        if protocol in listeners:
-            listeners.remove(protocol)
-            protocol.doStop()  # type: ignore[no-untyped-call]
+    def _remove(self, port: MemoryPort) -> None:
+        listeners = self._listeners.get(port.address, [])
+        if port._protocol in listeners:
+            listeners.remove(port._protocol)
+            port._protocol.doStop()  # type: ignore[no-untyped-call]
+        if port in self._ports:
+            self._ports.remove(port)
 
     def _ephemeral_port(self) -> int:
         self._next_port += 1
@@ -396,19 +412,23 @@ class MemoryPort:
     """A port on a L{MemoryNetwork}: the protocol's transport, and the listening port."""
 
     def __init__(self, network: MemoryNetwork, protocol: DatagramProtocol,
-                 address: tuple[str, int]) -> None:
+                 address: tuple[str, int], owner: str | None = None) -> None:
         self._network = network
         self._protocol = protocol
         self.address = address
+        self.owner = owner or address[0]
 
     def write(self, packet: bytes, addr: tuple[str, int]) -> None:
+        """Send; raises C{OSError} (network unreachable) while the host's link is down."""
+        if self.owner in self._network.links_down:
+            raise OSError(errno.ENETUNREACH, "Network is unreachable")
         self._network.deliver(packet, self.address, (addr[0], addr[1]))
 
     def getHost(self) -> IPv4Address:
         return IPv4Address("UDP", *self.address)
 
     def stopListening(self) -> Deferred[None]:
-        self._network._remove(self._protocol, self.address)
+        self._network._remove(self)
         return succeed(None)
 
     def joinGroup(self, addr: str, interface: str = "") -> Deferred[None]:
@@ -437,10 +457,75 @@ class MemoryHost:
     def getDelayedCalls(self) -> Sequence[IDelayedCall]:
         return self._network.clock.getDelayedCalls()
 
+    @property
+    def link_up(self) -> bool:
+        """Whether this host can send; set it to C{False} for a link that is down."""
+        return self.address not in self._network.links_down
+
+    @link_up.setter
+    def link_up(self, up: bool) -> None:
+        if up:
+            self._network.links_down.discard(self.address)
+        else:
+            self._network.links_down.add(self.address)
+
     def listenUDP(self, port: int, protocol: DatagramProtocol, interface: str = "",
                   maxPacketSize: int = 8192) -> MemoryPort:
-        return self._network.attach(protocol, (interface or self.address, port))
+        return self._network.attach(protocol, (interface or self.address, port), self.address)
 
     def listenMulticast(self, port: int, protocol: DatagramProtocol, interface: str = "",
                         maxPacketSize: int = 8192, listenMultiple: bool = False) -> MemoryPort:
-        return self._network.attach(protocol, (interface or self.address, port))
+        return self._network.attach(protocol, (interface or self.address, port), self.address)
+
+
+@define
+class GatewayRig:
+    """
+    What a test of code behind a gateway needs, made by L{gateway_rig}: a C{clock}, the
+    in-memory C{network}, a L{FakeGateway} on it at C{gateway_address}:5351, and the C{host}
+    (a reactor) the code under test runs on.
+    """
+
+    clock: Any
+    network: MemoryNetwork
+    gateway: FakeGateway
+    host: MemoryHost
+    gateway_address: str
+    host_address: str
+
+    def run_for(self, seconds: float, step: float = 0.25) -> None:
+        """Advance the clock by C{seconds} in steps, as time passes."""
+        self.clock.pump([step] * int(seconds / step))
+
+
+def gateway_rig(
+    gateway_address: str = "198.51.100.1",
+    host_address: str = "198.51.100.10",
+    external_address: str = "80.100.100.1",
+    *,
+    announce: bool = True,
+    seed: int = 0,
+) -> GatewayRig:
+    """
+    A clock, an in-memory network, a gateway and a host, in one call::
+
+        rig = gateway_rig()
+        service = MappingService(rig.gateway_address, reactor=rig.host)
+        service.add_mapping("tcp:8080")
+        service.startService()
+        rig.clock.advance(0)
+        assert rig.gateway.mapping_for("tcp", 8080)
+
+    With C{announce}, the gateway's announcements go to 224.0.0.1:5350 on the in-memory
+    network only (nothing is multicast for real).
+    """
+    from twisted.internet.task import Clock
+
+    clock = Clock()
+    network = MemoryNetwork(clock)
+    gateway = FakeGateway(clock, external_address=external_address, seed=seed)
+    if announce:
+        gateway.announce_to = [("224.0.0.1", 5350)]
+    network.attach(gateway, (gateway_address, 5351))
+    return GatewayRig(clock, network, gateway, network.host(host_address), gateway_address,
+                      host_address)
