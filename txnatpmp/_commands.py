@@ -137,7 +137,9 @@ def _tell(out: Output, event: MappingEvent) -> None:
     texts = {
         EventKind.MAPPED: f"{spec} -> {where} for {m.lifetime if m else 0} s",
         EventKind.RENEWED: f"renewed {spec} -> {where} for {m.lifetime if m else 0} s",
+        EventKind.RECREATED: f"re-created {spec} -> {where} for {m.lifetime if m else 0} s",
         EventKind.PORT_CHANGED: f"{spec} moved to {where}",
+        EventKind.EXPIRED: f"{spec}: its lifetime ran out before it could be renewed",
         EventKind.ADDRESS_CHANGED: f"external address is now {event.external_address}",
         EventKind.STATE_LOST: "the gateway lost its mappings (rebooted?): re-creating them",
         EventKind.FAILED: f"{spec}: {event.error}",

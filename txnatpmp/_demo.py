@@ -75,7 +75,7 @@ async def demo(reactor: Any, write: Callable[[str], object]) -> int:
         say("Simulating a router reboot: the gateway forgets its mappings, restarts its epoch "
             "and announces itself ...")
         lost = events.next(EventKind.STATE_LOST)
-        back = events.next(EventKind.RENEWED, EventKind.MAPPED, EventKind.PORT_CHANGED)
+        back = events.next(EventKind.RECREATED, EventKind.PORT_CHANGED)
         gateway.reboot()
         await lost
         say(f"Noticed: the epoch went back. The gateway now holds {len(gateway.mappings)} "
