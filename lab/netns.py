@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 AGENT = Path(__file__).with_name("agent.py")
 
 GATEWAY_LAN = "198.51.100.1"
@@ -336,6 +336,30 @@ class Lab:
                 return Path(log.name).read_text(errors="replace")
         raise KeyError(process)
 
+    def connected_agent(self) -> Agent:
+        """An agent whose client talks to the lab gateway (found from the default route)."""
+        agent = self.agent()
+        answer = agent.call("connect")
+        assert answer == {"gateway": GATEWAY_LAN}, answer
+        return agent
+
+    def twist(self, *options: str) -> subprocess.Popen[bytes]:
+        """C{twist natpmp OPTIONS} as a daemon in the client namespace, logging plain text."""
+        return self.spawn("client", sys.executable, "-m", "twisted", "--log-format", "text",
+                          "natpmp", *options)
+
+    def set_client_link(self, up: bool) -> None:
+        """Take the client's LAN link down (sends fail: network unreachable) or up again,
+        restoring its default route as DHCP would."""
+        self.run("client", "ip", "link", "set", self.veth["client"], "up" if up else "down")
+        if up:
+            self.run("client", "ip", "route", "replace", "default", "via", GATEWAY_LAN)
+
+    @staticmethod
+    def open_files(process: subprocess.Popen[bytes]) -> int:
+        """How many file descriptors C{process} has open."""
+        return len(os.listdir(f"/proc/{process.pid}/fd"))
+
     def agent(self) -> Agent:
         """A txnatpmp process in the client namespace, driven line by line (see agent.py)."""
         agent = Agent(self.ns["client"])
@@ -414,6 +438,28 @@ class Agent:
         for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
             if stream is not None:
                 stream.close()
+
+
+def eventually(probe: Any, timeout: float = 10, interval: float = 0.05) -> Any:
+    """Poll C{probe} until it returns something true, or fail after C{timeout} seconds."""
+    deadline = time.monotonic() + timeout
+    while not (value := probe()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(interval)
+    return value
+
+
+def terminate(daemon: subprocess.Popen[bytes], signum: int = signal.SIGTERM,
+              within: float = 10) -> float:
+    """
+    Signal a daemon and wait for it to end; return how long it took.  C{twist} stops its
+    services, then ends itself with the same signal, so that its parent sees how it ended.
+    """
+    started = time.monotonic()
+    daemon.send_signal(signum)
+    assert daemon.wait(within) in (0, -signum)
+    return time.monotonic() - started
 
 
 def _child_env() -> dict[str, str]:

@@ -13,7 +13,7 @@ from typing import Iterator
 
 import pytest
 
-from .lab import Lab, missing_requirements, remove_stale_labs
+from lab import Lab, missing_requirements, remove_stale_labs
 
 
 @pytest.fixture(scope="session")

@@ -9,8 +9,8 @@ import signal
 import sys
 from pathlib import Path
 
-from .lab import CLIENT, EXTERNAL_ADDRESS, Lab
-from .test_real_gateway import eventually
+from lab import CLIENT, EXTERNAL_ADDRESS, Lab
+from lab import eventually
 
 SERVER = """\
 import socket, sys

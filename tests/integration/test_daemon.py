@@ -8,23 +8,11 @@ import signal
 import sys
 import time
 
-from .agent import GREETING
-from .lab import CLIENT, Lab
-from .test_real_gateway import eventually
+from lab.agent import GREETING
+from lab import CLIENT, Lab, terminate
+from lab import eventually
 
 BOTH = [("tcp", 60010, CLIENT, 60010), ("udp", 60011, CLIENT, 60011)]
-
-
-def twist(lab: Lab, *options: str):  # type: ignore[no-untyped-def]
-    return lab.spawn("client", sys.executable, "-m", "twisted", "--log-format", "text", "natpmp",
-                     *options)
-
-
-def terminate(daemon) -> None:  # type: ignore[no-untyped-def]
-    """SIGTERM: twist stops its services, then ends itself with the same signal, so that its
-    parent sees how it ended."""
-    daemon.send_signal(signal.SIGTERM)
-    assert daemon.wait(10) in (0, -signal.SIGTERM)
 
 
 def test_twist_natpmp_keeps_mappings_through_a_restart_and_removes_them_on_sigterm(
@@ -33,7 +21,7 @@ def test_twist_natpmp_keeps_mappings_through_a_restart_and_removes_them_on_sigte
     agent = lab.agent()
     agent.call("connect")
     agent.call("serve", protocol="tcp", port=60010)
-    daemon = twist(lab, "--map", "tcp:60010", "--map", "udp:60011")  # gateway found by itself
+    daemon = lab.twist("--map", "tcp:60010", "--map", "udp:60011")  # gateway found by itself
     eventually(lambda: lab.mappings() == BOTH)
     assert lab.wan_tcp(60010) == GREETING
     # A router up for a few seconds, so that its restart is distinguishable (R18's 2 s slack).
@@ -57,7 +45,7 @@ def test_twist_natpmp_keeps_mappings_through_a_restart_and_removes_them_on_sigte
 def test_short_lifetimes_are_renewed_and_never_lapse(short_lived_lab: Lab) -> None:
     lab = short_lived_lab
     lab.count_requests()
-    daemon = twist(lab, "--map", "tcp:60010", "--map", "udp:60011", "--lifetime", "4",
+    daemon = lab.twist("--map", "tcp:60010", "--map", "udp:60011", "--lifetime", "4",
                    "--gateway", "198.51.100.1")
     eventually(lambda: lab.mappings() == BOTH)
     watched_from = time.monotonic()

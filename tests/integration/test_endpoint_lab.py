@@ -7,9 +7,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .lab import CLIENT, GATEWAY_WAN, Lab
-from .test_daemon import terminate
-from .test_real_gateway import eventually
+from lab import CLIENT, GATEWAY_WAN, Lab
+from lab import terminate
+from lab import eventually
 
 
 def test_twist_web_listens_through_the_nat(lab: Lab) -> None:

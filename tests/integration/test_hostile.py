@@ -9,13 +9,13 @@ import time
 
 from txnatpmp._wire import MappingResponse, encode
 
-from .lab import CLIENT, GATEWAY_LAN, Lab
-from .test_daemon import terminate, twist
-from .test_real_gateway import connected, eventually
+from lab import CLIENT, GATEWAY_LAN, Lab
+from lab import terminate
+from lab import eventually
 
 
 def test_forged_replies_from_other_lan_hosts_are_ignored(lab: Lab) -> None:
-    agent = connected(lab)
+    agent = lab.connected_agent()
     lab.drop(100)  # the request stays pending, retransmitting
     client_port = agent.call("map_begin", protocol="tcp", internal_port=60030)["client_port"]
     forged = encode(MappingResponse("tcp", 0, 999999, 60030, 6666, 600))
@@ -30,7 +30,7 @@ def test_forged_replies_from_other_lan_hosts_are_ignored(lab: Lab) -> None:
 
 def test_sigterm_with_requests_in_flight_still_deletes_everything(lab: Lab) -> None:
     maps = [option for port in range(61000, 61050) for option in ("--map", f"tcp:{port}")]
-    daemon = twist(lab, *maps, "--gateway", GATEWAY_LAN)
+    daemon = lab.twist(*maps, "--gateway", GATEWAY_LAN)
     eventually(lambda: len(lab.mappings()) >= 10, interval=0.005)  # some done, others in flight
     started = time.monotonic()
     terminate(daemon)
@@ -40,7 +40,7 @@ def test_sigterm_with_requests_in_flight_still_deletes_everything(lab: Lab) -> N
 
 def test_a_crash_leaves_only_mappings_that_expire_by_their_lifetime(short_lived_lab: Lab) -> None:
     lab = short_lived_lab
-    daemon = twist(lab, "--map", "tcp:60040", "--lifetime", "3", "--gateway", GATEWAY_LAN)
+    daemon = lab.twist("--map", "tcp:60040", "--lifetime", "3", "--gateway", GATEWAY_LAN)
     eventually(lambda: lab.mappings() == [("tcp", 60040, CLIENT, 60040)])
     daemon.send_signal(signal.SIGKILL)
     daemon.wait(10)

@@ -7,24 +7,8 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-from .agent import GREETING
-from .lab import CLIENT, EXTERNAL_ADDRESS, GATEWAY_LAN, Agent, Lab
-
-
-def eventually(probe: Callable[[], Any], timeout: float = 10, interval: float = 0.05) -> Any:
-    """Poll C{probe} until it returns something true, or fail after C{timeout} seconds."""
-    deadline = time.monotonic() + timeout
-    while not (value := probe()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(interval)
-    return value
-
-
-def connected(lab: Lab) -> Agent:
-    agent = lab.agent()
-    assert agent.call("connect") == {"gateway": GATEWAY_LAN}
-    return agent
+from lab.agent import GREETING
+from lab import CLIENT, EXTERNAL_ADDRESS, GATEWAY_LAN, Lab, eventually
 
 
 def test_find_gateway_and_external_address(lab: Lab) -> None:
@@ -37,7 +21,7 @@ def test_find_gateway_and_external_address(lab: Lab) -> None:
 
 
 def test_tcp_mapping_reaches_a_server_behind_the_nat(lab: Lab) -> None:
-    agent = connected(lab)
+    agent = lab.connected_agent()
     agent.call("serve", protocol="tcp", port=60010)
     mapping = agent.call("map", protocol="tcp", internal_port=60010, lifetime=600)
     assert mapping["external_port"] == 60010 and mapping["lifetime"] == 600
@@ -48,7 +32,7 @@ def test_tcp_mapping_reaches_a_server_behind_the_nat(lab: Lab) -> None:
 
 
 def test_udp_mapping_reaches_a_server_behind_the_nat(lab: Lab) -> None:
-    agent = connected(lab)
+    agent = lab.connected_agent()
     agent.call("serve", protocol="udp", port=60011)
     mapping = agent.call("map", protocol="udp", internal_port=60011, external_port=61011)
     assert lab.mappings() == [("udp", mapping["external_port"], CLIENT, 60011)]
@@ -58,7 +42,7 @@ def test_udp_mapping_reaches_a_server_behind_the_nat(lab: Lab) -> None:
 
 
 def test_unmap_all_removes_every_rule_of_one_protocol(lab: Lab) -> None:
-    agent = connected(lab)
+    agent = lab.connected_agent()
     for port in (60020, 60021):
         agent.call("map", protocol="tcp", internal_port=port, lifetime=600)
     agent.call("map", protocol="udp", internal_port=60022, lifetime=600)
@@ -74,14 +58,14 @@ def test_unmap_all_removes_every_rule_of_one_protocol(lab: Lab) -> None:
 
 
 def test_port_outside_the_allow_rule_is_not_authorized(lab: Lab) -> None:
-    agent = connected(lab)
+    agent = lab.connected_agent()
     answer = agent.call("map", protocol="tcp", internal_port=80, external_port=80)
     assert (answer["error"], answer["code"]) == ("NotAuthorized", 2)
     assert lab.mappings() == []
 
 
 def test_twenty_mappings_through_thirty_percent_loss(lab: Lab) -> None:
-    agent = connected(lab)
+    agent = lab.connected_agent()
     lab.drop(30)
     ports = list(range(60100, 60120))
     answer = agent.call("map_many", protocol="tcp", ports=ports, timeout=120)
@@ -92,7 +76,7 @@ def test_twenty_mappings_through_thirty_percent_loss(lab: Lab) -> None:
 
 
 def test_R18_gateway_restart_seen_as_epoch_going_backwards(lab: Lab) -> None:
-    agent = connected(lab)
+    agent = lab.connected_agent()
     # A router that has been up a few seconds, so that a restart is distinguishable (R18's slack
     # is 2 s).
     eventually(lambda: agent.call("address")["epoch"] >= 3, timeout=6, interval=0.25)
@@ -106,7 +90,7 @@ def test_R18_gateway_restart_seen_as_epoch_going_backwards(lab: Lab) -> None:
 def test_R21_R23_gateway_announcements_reach_every_listener_in_the_client_namespace(
     lab: Lab,
 ) -> None:
-    agents = [connected(lab), connected(lab)]  # two programs on one host (R21)
+    agents = [lab.connected_agent(), lab.connected_agent()]  # two programs on one host (R21)
     for agent in agents:
         agent.call("listen_announcements", gateway=GATEWAY_LAN)
 

@@ -1,0 +1,34 @@
+"""
+The real-gateway lab: Debian's miniupnpd in network namespaces, for the integration tests
+(tests/integration/) and the benchmarks (bench/).  See netns.py for the topology.
+"""
+
+from .netns import (
+    ALLOWED_PORTS,
+    CLIENT,
+    EXTERNAL_ADDRESS,
+    GATEWAY_LAN,
+    GATEWAY_WAN,
+    WAN_HOST,
+    Agent,
+    Lab,
+    eventually,
+    missing_requirements,
+    remove_stale_labs,
+    terminate,
+)
+
+__all__ = [
+    "ALLOWED_PORTS",
+    "Agent",
+    "CLIENT",
+    "EXTERNAL_ADDRESS",
+    "GATEWAY_LAN",
+    "GATEWAY_WAN",
+    "Lab",
+    "WAN_HOST",
+    "eventually",
+    "missing_requirements",
+    "remove_stale_labs",
+    "terminate",
+]
