@@ -27,6 +27,7 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
 from ._reactor import global_reactor
+from ._upnp.fake import FakeIGD, IGDMapping
 from ._errors import DecodeError
 from ._wire import (
     NATPMP_VERSION,
@@ -49,7 +50,9 @@ from ._wire import (
 __all__ = [
     "Datagram",
     "FakeGateway",
+    "FakeIGD",
     "FakeMapping",
+    "IGDMapping",
     "MemoryHost",
     "MemoryNetwork",
     "MemoryPort",
