@@ -192,8 +192,8 @@ class IGDUnreachable(NATPMPError):
 def error_for_fault(code: int, description: str = "") -> ResultError:
     """
     The exception for a UPnP fault: 606 is L{NotAuthorized} (the meaning NAT-PMP's result 2 and
-    PCP's NOT_AUTHORIZED share), 718 and 729 are L{PortConflict}, every other code a
-    L{UPnPFault}.  Each carries C{protocol = "upnp"}.
+    PCP's NOT_AUTHORIZED share), 718 and 729 are L{PortConflict}, 728 NoPortMapsAvailable is
+    L{OutOfResources}, every other code a L{UPnPFault}.  Each carries C{protocol = "upnp"}.
     """
     error: ResultError
     if code == 606:
@@ -202,6 +202,10 @@ def error_for_fault(code: int, description: str = "") -> ResultError:
         setattr(error, "description", description)
     elif code in (718, 729):
         error = PortConflict(code, description)
+    elif code == 728:
+        error = OutOfResources(728)
+        setattr(error, "protocol", "upnp")
+        setattr(error, "description", description)
     else:
         error = UPnPFault(code, description)
     return error
