@@ -79,7 +79,7 @@ class FakeIGD:
       - C{external_address}: what GetExternalIPAddress answers.
 
     L{reboot} forgets every mapping, increases BOOTID and moves the HTTP server to a new port, as
-    miniupnpd does.  It records C{actions} (SOAP action names, in order), C{searches} and
+    miniupnpd does; L{forget_mappings} only empties the table.  It records C{actions} (SOAP action names, in order), C{searches} and
     C{description_fetches}.
     """
 
@@ -108,6 +108,7 @@ class FakeIGD:
         self.searches = 0
         self.description_fetches = 0
         self._table: dict[tuple[str, int], IGDMapping] = {}
+        self._started = reactor.seconds()
         self._interface = "127.0.0.1"
         self._http: IListeningPort | None = None
         self._ssdp: IListeningPort | None = None
@@ -153,6 +154,10 @@ class FakeIGD:
         if self.ppp_only:
             return f"{_UPNP}:service:WANPPPConnection:1"
         return f"{_UPNP}:service:WANIPConnection:{self.version}"
+
+    def forget_mappings(self) -> None:
+        """Lose every mapping without restarting (no new BOOTID or port), as a flushed table."""
+        self._table.clear()
 
     def reboot(self) -> Deferred[None]:
         """Forget every mapping, take a new BOOTID and a new HTTP port."""
@@ -266,6 +271,11 @@ class FakeIGD:
     def _action_GetExternalIPAddress(self, arguments: dict[str, str],
                                      requester: str) -> list[tuple[str, str]]:
         return [("NewExternalIPAddress", self.external_address)]
+
+    def _action_GetStatusInfo(self, arguments: dict[str, str],
+                              requester: str) -> list[tuple[str, str]]:
+        return [("NewConnectionStatus", "Connected"), ("NewLastConnectionError", "ERROR_NONE"),
+                ("NewUptime", str(int(self._reactor.seconds() - self._started)))]
 
     def _action_AddPortMapping(self, arguments: dict[str, str],
                                requester: str) -> list[tuple[str, str]] | int:
