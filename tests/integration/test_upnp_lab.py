@@ -116,7 +116,9 @@ def test_renewal_after_a_gateway_restart_notices_it_and_recreates_the_mapping(
     assert renewed["external_port"] == 60030
     assert upnp_lab.mappings() == [("tcp", 60030, CLIENT, 60030)]
     restarts = agent.call("upnp_restarts")["restarts"]
-    assert len(restarts) == 1 and "BOOTID" in restarts[0]
+    # BOOTID is miniupnpd's start time in seconds: a restart within the second keeps it, but
+    # the description always moves to a new port
+    assert len(restarts) == 1 and ("BOOTID" in restarts[0] or "moved" in restarts[0])
     assert f"{GATEWAY_LAN}:{upnp_lab.http_port()}/" not in str(before["location"])
 
 
