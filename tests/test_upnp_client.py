@@ -122,6 +122,19 @@ async def test_description_with_a_doctype_is_refused(igd: FakeIGD) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_soap_responses_oversized_or_with_a_doctype_are_refused(igd: FakeIGD) -> None:
+    client = client_for(igd)
+    await client.discover()
+    igd.response_padding = 16 * 1024
+    with pytest.raises(IGDUnreachable, match="over"):
+        await client.map_port("tcp", 60010)
+    igd.response_padding = 0
+    igd.doctype = True
+    with pytest.raises(DecodeError, match="DOCTYPE"):
+        await client.get_external_address()
+
+
+@pytest_twisted.ensureDeferred
 async def test_location_on_another_host_is_not_fetched(igd: FakeIGD) -> None:
     igd.location_host = "127.0.0.2"
     with pytest.raises(IGDNotFound):

@@ -71,8 +71,10 @@ class FakeIGD:
       - C{ignore_leases}: accept any lease and hold the mapping permanently.
       - C{secure_mode}: answer 718 when C{NewInternalClient} is not the requesting host.
       - C{first_allowed_port}: external ports below it are refused with 606.
-      - C{description_padding}: bytes of whitespace added to the description (oversized XML).
-      - C{doctype}: prefix the description with a DOCTYPE that declares an entity.
+      - C{description_padding}, C{response_padding}: bytes of whitespace added to the
+        description, or to each successful SOAP response (oversized XML).
+      - C{doctype}: give the description and each successful SOAP response a DOCTYPE that
+        declares an entity.
       - C{location_host}: the host written in LOCATION (another host's address, to test that
         a client refuses it).
       - C{answer_searches}: C{False} ignores M-SEARCH.
@@ -100,6 +102,7 @@ class FakeIGD:
         self.secure_mode = True
         self.first_allowed_port = 1024
         self.description_padding = 0
+        self.response_padding = 0
         self.doctype = False
         self.location_host: str | None = None
         self.answer_searches = True
@@ -263,7 +266,10 @@ class FakeIGD:
             return self._fault(402)
         if isinstance(outputs, int):
             return self._fault(outputs)
-        return 200, soap.encode_response(self.service_type, name, outputs)
+        body = soap.encode_response(self.service_type, name, outputs)
+        if self.doctype:
+            body = body.replace(b"?>", b'?><!DOCTYPE s:Envelope [<!ENTITY boom "boom">]>', 1)
+        return 200, body + b" " * self.response_padding
 
     def _fault(self, code: int) -> tuple[int, bytes]:
         return 500, soap.encode_fault(code, _FAULTS.get(code, "Error"))
