@@ -30,6 +30,7 @@ from txnatpmp._upnp import UPnPClient
 from txnatpmp._upnp.client import CONFLICT_TRIES, MAX_LEASE
 from txnatpmp._upnp.description import MAX_DESCRIPTION
 from txnatpmp._upnp.http import fetch
+from txnatpmp._upnp import soap
 from txnatpmp._upnp.ssdp import SSDP_GROUP
 from txnatpmp.testing import FakeIGD, MemoryNetwork
 
@@ -479,3 +480,83 @@ def test_a_body_over_the_cap_stops_the_transfer() -> None:
     assert "over 100 bytes" in str(failures[0].value)
     assert response.transport.stopped == 1
     assert clock.getDelayedCalls() == []
+
+
+class CannedAgent:
+    """Answers HTTP requests at once from a FakeIGD's texts, with no sockets."""
+
+    def __init__(self, igd: FakeIGD, requester: str) -> None:
+        self.igd = igd
+        self.requester = requester
+
+    def request(self, method: bytes, uri: bytes, headers: Any = None,
+                bodyProducer: Any = None) -> defer.Deferred[Any]:
+        if method == b"GET":
+            return defer.succeed(Canned(200, self.igd.description()))
+        sink = Sink()
+        bodyProducer.startProducing(sink)
+        status, body = self.igd.act(*soap.decode_request(sink.data), self.requester)
+        return defer.succeed(Canned(status, body))
+
+
+class Sink:
+    data = b""
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+
+class Canned:
+    def __init__(self, code: int, body: bytes) -> None:
+        self.code, self.body, self.length = code, body, len(body)
+
+    def deliverBody(self, protocol: Any) -> None:
+        from twisted.web.client import ResponseDone
+        from twisted.python.failure import Failure
+
+        protocol.makeConnection(Transport())
+        protocol.dataReceived(self.body)
+        protocol.connectionLost(Failure(ResponseDone()))
+
+
+def notify(boot_id: int, port: int, kind: str = "alive") -> bytes:
+    return (f"NOTIFY * HTTP/1.1\r\nHOST: 239.255.255.250:1900\r\nNT: upnp:rootdevice\r\n"
+            f"NTS: ssdp:{kind}\r\nLOCATION: http://198.51.100.1:{port}/rootDesc.xml\r\n"
+            f"BOOTID.UPNP.ORG: {boot_id}\r\n\r\n").encode()
+
+
+def test_an_announced_new_bootid_tells_the_observers_once() -> None:
+    clock = Clock()
+    network = MemoryNetwork(clock)
+    igd = FakeIGD(clock)
+    client = UPnPClient("198.51.100.1", network.host("198.51.100.10"),
+                        agent=CannedAgent(igd, "198.51.100.10"), multicast=False,
+                        internal_client="198.51.100.10")
+    heard: list[str] = []
+    client.add_restart_observer(heard.append)
+
+    def discover(boot_id: int, port: int) -> None:
+        found = client.discover()
+        clock.advance(0)
+        search = network.sent[-1].source
+        network.deliver(notify(boot_id, port).replace(b"NOTIFY * HTTP/1.1", b"HTTP/1.1 200 OK"),
+                        ("198.51.100.1", 1900), search)
+        assert found.called
+
+    discover(1, 5000)
+    listener = client.listen_for_restarts()
+    here = ("198.51.100.10", 1900)
+    network.deliver(notify(1, 5000), ("198.51.100.1", 1900), here)     # the same boot
+    network.deliver(notify(2, 5001), ("198.51.100.66", 1900), here)    # another host
+    network.deliver(b"NOTIFY * HTTP/1.1\r\nNTS: nonsense\r\n\r\n", ("198.51.100.1", 1900), here)
+    network.deliver(notify(2, 5001).replace(b"198.51.100.1:", b"198.51.100.66:"),
+                    ("198.51.100.1", 1900), here)                      # LOCATION elsewhere
+    assert heard == []
+    network.deliver(notify(2, 5001, "byebye"), ("198.51.100.1", 1900), here)
+    for _ in range(3):
+        network.deliver(notify(2, 5001), ("198.51.100.1", 1900), here)
+    assert heard == ["BOOTID 1 became 2 (announced)"]
+    discover(2, 5001)  # the discovery the next request makes reports nothing more
+    assert heard == ["BOOTID 1 became 2 (announced)"]
+    assert client.device is not None and client.device.location.endswith(":5001/rootDesc.xml")
+    listener.stopListening()

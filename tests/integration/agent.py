@@ -122,7 +122,8 @@ class Agent(LineReceiver):
 
     # UPnP-IGD: upnp_connect [gateway internal_client]; upnp_address; upnp_map protocol
     # internal_port [external_port lifetime]; upnp_renew / upnp_unmap / upnp_check protocol
-    # internal_port; upnp_reestablish; upnp_restarts (reasons heard so far).
+    # internal_port; upnp_reestablish; upnp_listen_restarts (NOTIFYs); upnp_restarts (reasons
+    # heard so far).
 
     async def op_upnp_connect(self, gateway: str | None = None,
                               internal_client: str | None = None) -> dict[str, Any]:
@@ -160,6 +161,10 @@ class Agent(LineReceiver):
         for mapping in mappings:
             self.upnp_mappings[(mapping.protocol, mapping.internal_port)] = mapping
         return {"mappings": [as_dict(m) for m in mappings]}
+
+    def op_upnp_listen_restarts(self) -> dict[str, Any]:
+        self.upnp.listen_for_restarts()
+        return {"listening": True}
 
     def op_upnp_restarts(self) -> dict[str, Any]:
         return {"restarts": self.restarts}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import time
 from typing import Iterator
 
 import pytest
@@ -120,6 +121,20 @@ def test_renewal_after_a_gateway_restart_notices_it_and_recreates_the_mapping(
     # the description always moves to a new port
     assert len(restarts) == 1 and ("BOOTID" in restarts[0] or "moved" in restarts[0])
     assert f"{GATEWAY_LAN}:{upnp_lab.http_port()}/" not in str(before["location"])
+
+
+def test_a_restart_is_heard_in_the_gateways_notify_without_any_request(
+        upnp_lab: UPnPLab) -> None:
+    agent, _ = connected(upnp_lab)
+    agent.call("upnp_listen_restarts")
+    upnp_lab.count_http()
+    upnp_lab.restart_gateway()
+    deadline = time.monotonic() + 10
+    while not (restarts := agent.call("upnp_restarts")["restarts"]):
+        assert time.monotonic() < deadline, "no restart heard within 10 s"
+        time.sleep(0.05)
+    assert len(restarts) == 1 and restarts[0].endswith("(announced)")
+    assert upnp_lab.http_counted() == 0
 
 
 def test_a_vanished_mapping_is_noticed_and_reestablish_recreates_all(upnp_lab: UPnPLab) -> None:

@@ -13,7 +13,7 @@ from typing import Any, Callable
 import attrs
 from attrs import frozen
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, IListeningPort
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -42,6 +42,7 @@ from .ssdp import (
     SearchAnswer,
     check_location,
     decode_answer,
+    decode_notification,
     encode_search,
 )
 
@@ -112,6 +113,35 @@ class _Search(DatagramProtocol):
                 self.log.warn("Ignored an SSDP answer from the gateway: {error}", error=error)
             return
         self._found(answer)
+
+
+class _Notifications(DatagramProtocol):
+    """Hands the gateway's NOTIFYs on 239.255.255.250:1900 to a client."""
+
+    log = Logger()
+
+    def __init__(self, client: UPnPClient) -> None:
+        self._client = client
+
+    def startProtocol(self) -> None:
+        assert self.transport is not None
+        self.transport.joinGroup(SSDP_GROUP).addErrback(  # type: ignore[attr-defined]
+            lambda f: self.log.warn("Could not join the SSDP group: {error}",
+                                    error=f.getErrorMessage()))
+
+    def datagramReceived(self, data: bytes, addr: Any) -> None:
+        try:
+            if addr[0] != self._client.gateway.host:
+                return
+            try:
+                notification = decode_notification(data)
+            except DecodeError:
+                return
+            self._client._notified(notification.kind, notification.location,
+                                   notification.boot_id)
+        except Exception:
+            self.log.failure("Unexpected error handling an SSDP NOTIFY from {source}",
+                             source=addr)
 
 
 class UPnPClient:
@@ -204,6 +234,41 @@ class UPnPClient:
                 observer(reason)
             except Exception:
                 self.log.failure("A restart observer failed")
+
+    def listen_for_restarts(self) -> IListeningPort:
+        """
+        Listen for the gateway's NOTIFYs (joins 239.255.255.250 on port 1900, shared with other
+        listeners; nothing is sent).  An C{ssdp:alive} with a new BOOTID or description URL tells
+        the restart observers at once, instead of at the next failing request.  Stop it with
+        the returned port's C{stopListening()}.
+        """
+        port: IListeningPort = self._reactor.listenMulticast(
+            SSDP_PORT, _Notifications(self), listenMultiple=True)
+        return port
+
+    def _notified(self, kind: str, location: str, boot_id: int | None) -> None:
+        device = self.device
+        if device is None:
+            return
+        if kind == "byebye":
+            self._stale = True
+            return
+        if kind != "alive" or not location:
+            return
+        try:
+            check_location(location, self.gateway.host)
+        except DecodeError:
+            return
+        if boot_id is not None and device.boot_id is not None and boot_id != device.boot_id:
+            reason = f"BOOTID {device.boot_id} became {boot_id} (announced)"
+        elif location != device.location:
+            reason = f"description moved from {device.location} to {location} (announced)"
+        else:
+            return
+        # Remember what was announced, so the discovery that follows does not report it again.
+        self.device = attrs.evolve(device, location=location, boot_id=boot_id)
+        self._stale = True
+        self._restarted(reason)
 
     @property
     def mappings(self) -> list[Mapping]:

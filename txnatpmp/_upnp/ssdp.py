@@ -77,21 +77,16 @@ def decode_answer(data: bytes) -> SearchAnswer:
     status = lines[0].split(None, 2)
     if len(status) < 2 or not status[0].startswith("HTTP/1.") or status[1] != "200":
         raise DecodeError(f"not an SSDP answer: {lines[0][:60]!r}")
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        name, colon, value = line.partition(":")
-        if colon:
-            headers.setdefault(name.strip().lower(), value.strip())
+    headers = _headers(lines[1:])
     location = headers.get("location", "")
     if not location:
         raise DecodeError("SSDP answer without LOCATION")
-    boot = headers.get("bootid.upnp.org", "")
     return SearchAnswer(
         location=location,
         target=headers.get("st", ""),
         usn=headers.get("usn", ""),
         server=headers.get("server", ""),
-        boot_id=int(boot) if boot.isascii() and boot.isdigit() and len(boot) <= 10 else None,
+        boot_id=_boot_id(headers),
     )
 
 
@@ -120,3 +115,57 @@ def check_location(location: str, gateway: str) -> str:
     if port == 0:
         raise DecodeError(f"LOCATION {location!r} names port 0")
     return location
+
+
+@frozen
+class Notification:
+    """
+    A device's multicast NOTIFY: C{ssdp:alive} when it starts and every so often (with its
+    BOOTID, which a restart increases), C{ssdp:byebye} when it stops.
+
+    @ivar kind: C{"alive"}, C{"byebye"} or C{"update"}.
+    @ivar location: Its description URL (absent from byebye: C{""}).
+    """
+
+    kind: str
+    location: str
+    target: str
+    usn: str
+    boot_id: int | None
+
+
+def decode_notification(data: bytes) -> Notification:
+    """
+    Parse a NOTIFY.
+
+    @raise DecodeError: if C{data} is too long, not a NOTIFY, or of an unknown kind.
+    """
+    if len(data) > MAX_ANSWER:
+        raise DecodeError(f"SSDP NOTIFY of {len(data)} bytes is longer than {MAX_ANSWER}")
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        raise DecodeError("SSDP NOTIFY is not ASCII") from None
+    lines = text.split("\r\n") if "\r\n" in text else text.split("\n")
+    if not lines[0].startswith("NOTIFY * HTTP/1."):
+        raise DecodeError(f"not an SSDP NOTIFY: {lines[0][:60]!r}")
+    headers = _headers(lines[1:])
+    kind = headers.get("nts", "").removeprefix("ssdp:")
+    if kind not in ("alive", "byebye", "update"):
+        raise DecodeError(f"SSDP NOTIFY of unknown kind {headers.get('nts', '')[:40]!r}")
+    return Notification(kind, headers.get("location", ""), headers.get("nt", ""),
+                        headers.get("usn", ""), _boot_id(headers))
+
+
+def _headers(lines: list[str]) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for line in lines:
+        name, colon, value = line.partition(":")
+        if colon:
+            headers.setdefault(name.strip().lower(), value.strip())
+    return headers
+
+
+def _boot_id(headers: dict[str, str]) -> int | None:
+    boot = headers.get("bootid.upnp.org", "")
+    return int(boot) if boot.isascii() and boot.isdigit() and len(boot) <= 10 else None
