@@ -48,7 +48,8 @@ async def main(reactor, gateway, first, n):
         first_at = first_at or time.perf_counter() - started
     print(json.dumps({"inside": first_at, "inside_total": time.perf_counter() - started, "ok": ok}))
 
-react(lambda reactor: ensureDeferred(main(reactor, sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))))
+gateway, first, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+react(lambda reactor: ensureDeferred(main(reactor, gateway, first, n)))
 """
 
 
@@ -107,8 +108,8 @@ def main() -> int:
               f"{rows[0]['ssdp']:12.0f} {sum(r['ok'] for r in rows):4.0f}")
 
     print(f"\n{n} mappings in one process")
-    print(f"{'client':10} {'total s':>8} {'HTTP reqs':>10} {'HTTP reqs/mapping after discovery':>34}"
-          f" {'ms/mapping after discovery':>27} {'ok':>5}")
+    print(f"{'client':10} {'total s':>8} {'HTTP reqs':>10} "
+          f"{'HTTP reqs/mapping after discovery':>34} {'ms/mapping after discovery':>27} {'ok':>5}")
     per = {}
     for c in clients:
         one, all_ = first[c][0], many[c]

@@ -384,8 +384,9 @@ class SilentAgent:
         return d
 
 
-def memory_client(multicast: bool | None = None,
-                  gateway: str = "198.51.100.1") -> tuple[Clock, MemoryNetwork, UPnPClient, SilentAgent]:
+def memory_client(
+    multicast: bool | None = None, gateway: str = "198.51.100.1",
+) -> tuple[Clock, MemoryNetwork, UPnPClient, SilentAgent]:
     clock = Clock()
     network = MemoryNetwork(clock)
     agent = SilentAgent()

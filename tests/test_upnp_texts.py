@@ -93,7 +93,8 @@ def test_a_silly_bootid_is_no_bootid() -> None:
 
 def test_location_on_the_gateway_is_accepted() -> None:
     assert check_location(LOCATION, "198.51.100.1") == LOCATION
-    assert check_location("http://198.51.100.1/d.xml", "198.51.100.1") == "http://198.51.100.1/d.xml"
+    bare = "http://198.51.100.1/d.xml"
+    assert check_location(bare, "198.51.100.1") == bare
 
 
 @pytest.mark.parametrize("location", [

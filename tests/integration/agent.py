@@ -151,7 +151,8 @@ class Agent(LineReceiver):
         return as_dict(mapping)
 
     async def op_upnp_unmap(self, protocol: str, internal_port: int) -> dict[str, Any]:
-        return as_dict(await self.upnp.unmap_port(self.upnp_mappings.pop((protocol, internal_port))))
+        mapping = self.upnp_mappings.pop((protocol, internal_port))
+        return as_dict(await self.upnp.unmap_port(mapping))
 
     async def op_upnp_check(self, protocol: str, internal_port: int) -> dict[str, Any]:
         return {"held": await self.upnp.check(self.upnp_mappings[(protocol, internal_port)])}

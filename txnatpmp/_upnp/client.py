@@ -195,7 +195,9 @@ class UPnPClient:
         if reactor is None:
             reactor = global_reactor()
         self._reactor = reactor
-        self._agent: IAgent = agent if agent is not None else Agent(reactor, connectTimeout=timeout)  # type: ignore[no-untyped-call]
+        if agent is None:
+            agent = Agent(reactor, connectTimeout=timeout)  # type: ignore[no-untyped-call]
+        self._agent: IAgent = agent
         self.timeout = timeout
         self.multicast = (
             not ipaddress.IPv4Address(self.gateway.host).is_loopback
@@ -227,8 +229,8 @@ class UPnPClient:
         self._observers.remove(observer)
 
     def _restarted(self, reason: str) -> None:
-        self.log.info("The UPnP-IGD at {host} restarted: {reason}", host=self.gateway.host,
-                      reason=reason)
+        self.log.info("The UPnP-IGD at {host} lost its state: {reason}",
+                      host=self.gateway.host, reason=reason)
         for observer in list(self._observers):
             try:
                 observer(reason)

@@ -21,6 +21,7 @@ from . import soap
 from .ssdp import IGD_SEARCH_TARGET
 
 _UPNP = "urn:schemas-upnp-org"
+_XML = b'text/xml; charset="utf-8"'
 _LEASE_CAP = 604800  # IGD:2: lease 0 and anything longer mean this
 
 _FAULTS = {
@@ -81,7 +82,8 @@ class FakeIGD:
       - C{external_address}: what GetExternalIPAddress answers.
 
     L{reboot} forgets every mapping, increases BOOTID and moves the HTTP server to a new port, as
-    miniupnpd does; L{forget_mappings} only empties the table.  It records C{actions} (SOAP action names, in order), C{searches} and
+    miniupnpd does; L{forget_mappings} only empties the table.  It records C{actions} (SOAP
+    action names, in order), C{searches} and
     C{description_fetches}.
     """
 
@@ -187,8 +189,9 @@ class FakeIGD:
     def mappings(self) -> list[IGDMapping]:
         """The live mappings."""
         now = self._reactor.seconds()
-        for key in [k for k, m in self._table.items() if m.expires is not None and m.expires <= now]:
-            del self._table[key]
+        for key, mapping in list(self._table.items()):
+            if mapping.expires is not None and mapping.expires <= now:
+                del self._table[key]
         return list(self._table.values())
 
     def mapping_for(self, protocol: str, external_port: int) -> IGDMapping | None:
@@ -369,7 +372,7 @@ class _Description(Resource):
 
     def render_GET(self, request: Request) -> bytes:
         self._igd.description_fetches += 1
-        request.setHeader(b"Content-Type", b'text/xml; charset="utf-8"')  # type: ignore[no-untyped-call]
+        request.setHeader(b"Content-Type", _XML)  # type: ignore[no-untyped-call]
         return self._igd.description()
 
 
@@ -390,7 +393,7 @@ class _Control(Resource):
         requester = request.getClientAddress().host  # type: ignore[no-untyped-call]
         status, body = self._igd.act(name, arguments, requester)
         request.setResponseCode(status)
-        request.setHeader(b"Content-Type", b'text/xml; charset="utf-8"')  # type: ignore[no-untyped-call]
+        request.setHeader(b"Content-Type", _XML)  # type: ignore[no-untyped-call]
         return body
 
 

@@ -61,7 +61,8 @@ def decode_response(status: int, data: bytes, action: Action) -> dict[str, str]:
         root = parse_xml(data, MAX_RESPONSE, f"{action.name} response")
     except DecodeError:
         if status != 200:
-            raise DecodeError(f"{action.name} answered HTTP {status} without a SOAP fault") from None
+            raise DecodeError(
+                f"{action.name} answered HTTP {status} without a SOAP fault") from None
         raise
     body = child(root, "Body") if local_name(root.tag) == "Envelope" else None
     if body is None:
