@@ -21,6 +21,7 @@ from twisted.protocols.basic import LineReceiver
 
 from txnatpmp import NATPMPClient, RetransmitSchedule, find_gateway
 from txnatpmp._announce import AnnouncementListener, listen_for_announcements
+from txnatpmp._upnp import UPnPClient
 
 GREETING = b"hello from behind the NAT\n"
 
@@ -118,6 +119,56 @@ class Agent(LineReceiver):
 
     def op_announcements(self) -> dict[str, Any]:
         return {"announcements": self.heard}
+
+    # UPnP-IGD: upnp_connect [gateway internal_client]; upnp_address; upnp_map protocol
+    # internal_port [external_port lifetime]; upnp_renew / upnp_unmap / upnp_check protocol
+    # internal_port; upnp_reestablish; upnp_listen_restarts (NOTIFYs); upnp_restarts (reasons
+    # heard so far).
+
+    async def op_upnp_connect(self, gateway: str | None = None,
+                              internal_client: str | None = None) -> dict[str, Any]:
+        self.upnp = UPnPClient(gateway or await find_gateway(), internal_client=internal_client)
+        self.upnp_mappings: dict[tuple[str, int], Any] = {}
+        self.restarts: list[str] = []
+        self.upnp.add_restart_observer(self.restarts.append)
+        device = await self.upnp.discover()
+        return {"location": device.location, "boot_id": device.boot_id,
+                "service": device.service.service_type,
+                "external_address": device.external_address}
+
+    async def op_upnp_address(self) -> dict[str, Any]:
+        return as_dict(await self.upnp.get_external_address())
+
+    async def op_upnp_map(self, protocol: str, internal_port: int, external_port: int = 0,
+                          lifetime: int = 7200) -> dict[str, Any]:
+        mapping = await self.upnp.map_port(protocol, internal_port, external_port, lifetime)
+        self.upnp_mappings[(protocol, internal_port)] = mapping
+        return as_dict(mapping)
+
+    async def op_upnp_renew(self, protocol: str, internal_port: int) -> dict[str, Any]:
+        mapping = await self.upnp.renew(self.upnp_mappings[(protocol, internal_port)])
+        self.upnp_mappings[(protocol, internal_port)] = mapping
+        return as_dict(mapping)
+
+    async def op_upnp_unmap(self, protocol: str, internal_port: int) -> dict[str, Any]:
+        mapping = self.upnp_mappings.pop((protocol, internal_port))
+        return as_dict(await self.upnp.unmap_port(mapping))
+
+    async def op_upnp_check(self, protocol: str, internal_port: int) -> dict[str, Any]:
+        return {"held": await self.upnp.check(self.upnp_mappings[(protocol, internal_port)])}
+
+    async def op_upnp_reestablish(self) -> dict[str, Any]:
+        mappings = await self.upnp.reestablish()
+        for mapping in mappings:
+            self.upnp_mappings[(mapping.protocol, mapping.internal_port)] = mapping
+        return {"mappings": [as_dict(m) for m in mappings]}
+
+    def op_upnp_listen_restarts(self) -> dict[str, Any]:
+        self.upnp.listen_for_restarts()
+        return {"listening": True}
+
+    def op_upnp_restarts(self) -> dict[str, Any]:
+        return {"restarts": self.restarts}
 
 
 if __name__ == "__main__":

@@ -479,3 +479,78 @@ def _wait_for(condition: Any, timeout: float, message: str) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError(message)
         time.sleep(0.02)
+
+
+# UPnP-IGD ----------------------------------------------------------------------------------------
+
+
+class UPnPLab(Lab):
+    """
+    A lab whose miniupnpd serves UPnP-IGD (SSDP on 1900, HTTP on a port that changes on every
+    start, C{http_port=0}), by default with NAT-PMP and PCP switched off: a UPnP-only router.
+
+    @param natpmp: Keep NAT-PMP and PCP on as well.
+    @param igd_v1: Describe the device as IGD:1 with WANIPConnection:1 (C{force_igd_desc_v1}).
+    """
+
+    def __init__(self, debug: bool = False, min_lifetime: int = 120, *, natpmp: bool = False,
+                 igd_v1: bool = False) -> None:
+        super().__init__(debug=debug, min_lifetime=min_lifetime)
+        self.natpmp = natpmp
+        self.igd_v1 = igd_v1
+
+    def _build(self) -> None:
+        super()._build()
+        lines = [line for line in self.config.read_text().splitlines()
+                 if not line.startswith(("enable_natpmp=", "enable_upnp="))]
+        lines += [f"enable_natpmp={'yes' if self.natpmp else 'no'}", "enable_upnp=yes",
+                  "http_port=0", "secure_mode=yes", "notify_interval=60",
+                  "uuid=00000000-0000-0000-0000-0000000000a1"]
+        if self.igd_v1:
+            lines.append("force_igd_desc_v1=yes")
+        self.config.write_text("\n".join(lines) + "\n")
+
+    def _gateway_listening(self) -> bool:
+        udp = self.gw("ss", "-Hlun", "sport", "=", ":1900").stdout
+        return bool(udp.strip()) and self.http_port() is not None
+
+    def http_port(self) -> int | None:
+        """The port miniupnpd's HTTP server listens on now (it changes on every start)."""
+        assert self._pid is not None or self._gateway is not None
+        listing = self.gw("ss", "-Hltnp").stdout
+        for line in listing.splitlines():
+            fields = line.split()
+            if "miniupnpd" in line and len(fields) > 3:  # local address: *%tl123:41507
+                return int(fields[3].rpartition(":")[2])
+        return None
+
+    def upnpc(self, *argv: str, timeout: float = 30) -> str:
+        """Run Debian's miniupnpc C{upnpc} in the client namespace; return what it printed."""
+        result = self.run("client", "upnpc", *argv, timeout=timeout, check=False)
+        return result.stdout + result.stderr
+
+    def count_http(self) -> None:
+        """Start counting TCP connections (SYNs) to the gateway's LAN address and SSDP datagrams
+        to port 1900 (see L{http_counted}, L{ssdp_counted})."""
+        self.gw("nft", "delete", "table", "inet", "upnpcounting", check=False)
+        self.gw("nft", "add", "table", "inet", "upnpcounting")
+        self.gw("nft", "add", "chain", "inet", "upnpcounting", "input",
+                "{ type filter hook input priority -20; }")
+        self.gw("nft", "add", "rule", "inet", "upnpcounting", "input", "ip", "daddr",
+                GATEWAY_LAN, "tcp", "flags", "&", "(syn|ack)", "==", "syn", "counter",
+                "comment", '"http"')
+        self.gw("nft", "add", "rule", "inet", "upnpcounting", "input", "udp", "dport", "1900",
+                "counter", "comment", '"ssdp"')
+
+    def _counted(self, what: str) -> int:
+        listing = self.gw("nft", "list", "table", "inet", "upnpcounting").stdout
+        match = re.search(rf'counter packets (\d+) bytes \d+ comment "{what}"', listing)
+        return int(match.group(1)) if match else 0
+
+    def http_counted(self) -> int:
+        """HTTP connections opened to the gateway since L{count_http}: one per UPnP request."""
+        return self._counted("http")
+
+    def ssdp_counted(self) -> int:
+        """SSDP datagrams that reached the gateway since L{count_http}."""
+        return self._counted("ssdp")

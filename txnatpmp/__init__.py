@@ -63,3 +63,8 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+# UPnP-IGD errors (the client lives in txnatpmp._upnp until packaging lists it).
+from ._errors import IGDNotFound, IGDUnreachable, PortConflict, UPnPFault  # noqa: E402
+
+__all__ += ["IGDNotFound", "IGDUnreachable", "PortConflict", "UPnPFault"]

@@ -151,3 +151,87 @@ def error_for_result(code: int) -> ResultError:
     """
     cls = _BY_CODE.get(code)
     return cls() if cls is not None else ResultError(code)
+
+
+# UPnP-IGD (txnatpmp._upnp) ---------------------------------------------------------------------
+
+
+class UPnPFault(ResultError):
+    """
+    A UPnP device answered a SOAP action with a fault (UPnP Device Architecture 1.1 section 3.2.2,
+    IGD WANIPConnection error codes).
+
+    @ivar code: The UPnP C{errorCode} (401 invalid action, 402 invalid args, 714 no such entry...).
+    @ivar description: The device's C{errorDescription}.
+    """
+
+    meaning = "UPnP fault"
+    protocol = "upnp"
+
+    def __init__(self, code: int | None = None, description: str = "") -> None:
+        self.description = description
+        super().__init__(code)
+        if description:
+            self.args = (f"{self.args[0]} ({description})",)
+
+
+class PortConflict(ResultError):
+    """
+    The external port is held by another mapping (UPnP 718 ConflictInMappingEntry, 729
+    ConflictWithOtherMechanisms).  A secure-mode UPnP router also says 718 when the internal
+    client is not the requesting host.
+    """
+
+    code = 718
+    meaning = "the external port conflicts with another mapping"
+
+    def __init__(self, code: int | None = None, description: str = "",
+                 protocol: str = "upnp") -> None:
+        self.description = description
+        self.protocol = protocol
+        super().__init__(code)
+
+
+class IGDNotFound(GatewayTimeout):
+    """No UPnP Internet Gateway Device at the gateway's address answered an SSDP search."""
+
+    def __init__(self, gateway: tuple[str, int], attempts: int, waited: float) -> None:
+        super().__init__(gateway, attempts, waited)
+        self.args = (
+            f"no UPnP-IGD at {gateway[0]} answered {attempts} SSDP searches over {waited:.2f} s",
+        )
+
+
+class IGDUnreachable(NATPMPError):
+    """
+    An HTTP request to the IGD failed: refused, timed out, cut, or an answer over the size cap.
+    After a router restart the old description URL is refused: discover again.
+
+    @ivar url: The URL requested.
+    """
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        super().__init__(f"HTTP request to {url} failed: {reason}")
+
+
+def error_for_fault(code: int, description: str = "") -> ResultError:
+    """
+    The exception for a UPnP fault: 606 is L{NotAuthorized} (the meaning NAT-PMP's result 2 and
+    PCP's NOT_AUTHORIZED share), 718 and 729 are L{PortConflict}, 728 NoPortMapsAvailable is
+    L{OutOfResources}, every other code a L{UPnPFault}.  Each carries C{protocol = "upnp"}.
+    """
+    error: ResultError
+    if code == 606:
+        error = NotAuthorized(606)
+        setattr(error, "protocol", "upnp")
+        setattr(error, "description", description)
+    elif code in (718, 729):
+        error = PortConflict(code, description)
+    elif code == 728:
+        error = OutOfResources(728)
+        setattr(error, "protocol", "upnp")
+        setattr(error, "description", description)
+    else:
+        error = UPnPFault(code, description)
+    return error

@@ -28,6 +28,7 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
 from ._reactor import global_reactor
+from ._upnp.fake import FakeIGD, IGDMapping
 from ._errors import DecodeError
 from ._wire import (
     NATPMP_VERSION,
@@ -51,7 +52,9 @@ __all__ = [
     "Datagram",
     "GatewayRig",
     "FakeGateway",
+    "FakeIGD",
     "FakeMapping",
+    "IGDMapping",
     "MemoryHost",
     "MemoryNetwork",
     "MemoryPort",
