@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.integration.lab import GATEWAY_LAN, UPnPLab, missing_requirements  # noqa: E402
+from lab.netns import GATEWAY_LAN, UPnPLab, missing_requirements  # noqa: E402
 
 FIRST_PORT = 20000
 

@@ -27,6 +27,7 @@ from ._hold import HeldMapping, hold_mapping
 from ._results import ExternalAddress, Mapping
 from ._schedule import DELETE_SCHEDULE, RFC_SCHEDULE, RetransmitSchedule, RetryBackoff
 from ._service import MappingService
+from ._upnp import UPnPClient
 from ._spec import Gateway, MappingSpec, parse_gateway, parse_spec
 
 __all__ = [
@@ -54,6 +55,7 @@ __all__ = [
     "ResultError",
     "RetransmitSchedule",
     "RetryBackoff",
+    "UPnPClient",
     "UnsupportedOpcode",
     "UnsupportedVersion",
     "find_gateway",

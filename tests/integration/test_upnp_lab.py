@@ -12,8 +12,8 @@ from typing import Iterator
 
 import pytest
 
-from .agent import GREETING
-from .lab import CLIENT, EXTERNAL_ADDRESS, GATEWAY_LAN, Agent, UPnPLab, missing_requirements
+from lab.agent import GREETING
+from lab import CLIENT, EXTERNAL_ADDRESS, GATEWAY_LAN, Agent, UPnPLab, missing_requirements
 
 IGD2 = "urn:schemas-upnp-org:service:WANIPConnection:2"
 IGD1 = "urn:schemas-upnp-org:service:WANIPConnection:1"
