@@ -10,6 +10,8 @@ from typing import Any, TypeVar
 
 import attrs
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import CancelledError, Deferred
@@ -265,6 +267,27 @@ class Matching(PCPTestCase):
         self.client.datagramReceived(b"x", None)  # even a nonsense address
         self.assertEqual(len(self.flushLoggedErrors(TypeError)), 1)  # logged, not raised
         self.assertNoResult(d)
+
+    @settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.lists(st.one_of(
+        st.binary(max_size=1200),
+        st.builds(lambda head, tail: head + tail,
+                  st.sampled_from([b"\x02\x81\x00\x00", b"\x02\x80\x00\x00",
+                                   b"\x00\x80\x00\x01", b"\x02\x81\x00\x0b"]),
+                  st.binary(max_size=120))), max_size=5))
+    def test_P03_P50_hostile_datagrams_from_the_server_address_never_raise(
+        self, datagrams: list[bytes],
+    ) -> None:
+        self.gateway.online = False
+        d = self.client.announce()
+        for data in datagrams:
+            self.client.datagramReceived(data, SERVER)
+        self.assertEqual(self.flushLoggedErrors(), [])
+        d.cancel()  # whatever happened, the request is settled and nothing escaped
+        outcomes: list[object] = []
+        d.addBoth(outcomes.append)
+        self.assertEqual(len(outcomes), 1)
+        self.assertEqual(self.client.pending, 0)
 
     def test_P24_responses_must_match_nonce_protocol_and_internal_port(self) -> None:
         self.gateway.online = False
@@ -646,3 +669,16 @@ async def test_P42_natpmp_only_gateway_over_loopback_fails_fast(listening) -> No
         await client.map_port("tcp", 8080)
     assert raised.value.server_version == 0
     assert len(gateway.received) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_P02_P06_ipv6_server_over_loopback(listening) -> None:  # type: ignore[no-untyped-def]
+    gateway = FakeGateway(pcp=True)  # checks that the client address field is the source
+    client = PCPClient("::1", listening(gateway, "::1"))
+    listening(client, "::")
+    mapping = await client.map_port("tcp", 8080, lifetime=600)
+    assert gateway.pcp is not None
+    request = gateway.pcp.requests[0]
+    assert isinstance(request, MapRequest)
+    assert (request.client_address, request.external_address) == ("::1", "::")
+    assert (await client.unmap_port(mapping)).lifetime == 0

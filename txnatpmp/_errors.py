@@ -31,13 +31,14 @@ class GatewayTimeout(NATPMPError):
     @ivar waited: Seconds between the first transmission and giving up.
     """
 
-    def __init__(self, gateway: tuple[str, int], attempts: int, waited: float) -> None:
+    def __init__(self, gateway: tuple[str, int], attempts: int, waited: float,
+                 protocol: str = "NAT-PMP") -> None:
         self.gateway = gateway
         self.attempts = attempts
         self.waited = waited
         super().__init__(
             f"no answer from {gateway[0]}:{gateway[1]} after {attempts} attempts "
-            f"over {waited:.2f} s; the gateway may not support NAT-PMP"
+            f"over {waited:.2f} s; the gateway may not support {protocol}"
         )
 
 

@@ -387,7 +387,7 @@ class PCPClient(DatagramProtocol):
         exchange.timer = None
         waited = self._clock.seconds() - exchange.started
         if self.schedule.exhausted(exchange.sent, waited):
-            self._finish(exchange, GatewayTimeout(self.server, exchange.sent, waited))
+            self._finish(exchange, GatewayTimeout(self.server, exchange.sent, waited, "PCP"))
             return
         self.log.info(
             "no answer from {host} yet, retrying, attempt {attempt}",

@@ -396,7 +396,3 @@ def _strict_options(data: bytes) -> Options:
         raise MalformedPCPRequest(MALFORMED_OPTION, "an option runs past the end of the request")
     return options
 
-
-def request_body(data: bytes) -> bytes:
-    """The opcode-specific bytes of a request, which an error response copies (section 7.2)."""
-    return data[HEADER_SIZE:HEADER_SIZE + MAP_BODY_SIZE] if len(data) > HEADER_SIZE else b""
