@@ -32,6 +32,7 @@ from txnatpmp import (
     UnsupportedVersion,
 )
 from txnatpmp._pcp.client import MAX_REQUESTED_LIFETIME
+from txnatpmp._pcp.schedule import renewal_delay
 from txnatpmp._pcp.wire import (
     AnnounceResponse,
     MapRequest,
@@ -682,3 +683,19 @@ async def test_P02_P06_ipv6_server_over_loopback(listening) -> None:  # type: ig
     assert isinstance(request, MapRequest)
     assert (request.client_address, request.external_address) == ("::1", "::")
     assert (await client.unmap_port(mapping)).lifetime == 0
+
+
+class Renewals(SynchronousTestCase):
+    def test_P27_renewal_times(self) -> None:
+        rng = random.Random(3)
+        for _ in range(200):
+            first = renewal_delay(7200, 0, rng)
+            second = renewal_delay(7200, 1, rng, first)
+            third = renewal_delay(7200, 2, rng, second)
+            assert first is not None and second is not None and third is not None
+            self.assertTrue(3600 <= first <= 4500)
+            self.assertTrue(5400 <= second <= 5850)
+            self.assertTrue(6300 <= third <= 6525)
+        # Never less than 4 s apart, and none once the lifetime is over.
+        self.assertEqual(renewal_delay(10, 2, rng, previous=8.0), None)
+        self.assertEqual(renewal_delay(100, 3, random.Random(0), previous=95.0), 99.0)

@@ -59,3 +59,22 @@ class PCPSchedule:
 
 #: The RFC's timer: 3 s, doubling to 1024 s, never giving up.
 RFC_PCP_SCHEDULE = PCPSchedule()
+
+
+#: Renewals of one mapping are never closer together than this (RFC 6887 section 11.2.1).
+MIN_RENEWAL_GAP = 4.0
+
+
+def renewal_delay(lifetime: float, attempt: int, rng: random.Random,
+                  previous: float | None = None) -> float | None:
+    """
+    When to send renewal number C{attempt} (from 0) of a mapping granted C{lifetime} seconds
+    ago, in seconds after the grant (P27): the first at a random point in 1/2-5/8 of the
+    lifetime, then 3/4 to 3/4+1/16, 7/8 to 7/8+1/32, and so on, at least 4 s after
+    C{previous} (the last renewal's time).  C{None} once the mapping has run out.
+    """
+    low = 1 - 2.0 ** -(attempt + 1)
+    at = lifetime * (low + rng.uniform(0, 2.0 ** -(attempt + 3)))
+    if previous is not None:
+        at = max(at, previous + MIN_RENEWAL_GAP)
+    return at if at < lifetime else None
