@@ -5,7 +5,13 @@ NAT-PMP-only gateway beside it.  Tests are named after shared/rfc6887-client.md.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
+
+from twisted.internet.task import Clock
+
+from txnatpmp._pcp.wire import AnnounceRequest, MapRequest, Option, encode, encode_address
+from txnatpmp.testing import FakeGateway, MemoryNetwork
 
 from .agent import GREETING
 from .lab import CLIENT, EXTERNAL_ADDRESS, GATEWAY_LAN, Agent, Lab
@@ -130,3 +136,94 @@ def test_P42_P46_against_a_natpmp_only_gateway_fails_fast(lab: Lab) -> None:
         assert (answer["error"], answer["code"], answer["server_version"]) == (
             "UnsupportedVersion", 1, 0)
         assert answer["seconds"] < 1  # one round trip, not 128 s of retransmissions
+
+
+# FakeGateway(pcp="miniupnpd") against the real thing: the same datagrams, the same answers.
+
+_C = CLIENT
+_A, _B = bytes(range(1, 13)), bytes(range(21, 33))
+
+
+def _map(nonce: bytes = _A, port: int = 60200, external: int = 0, lifetime: int = 600,
+         client: str = _C, options: tuple[Option, ...] = (), protocol: int = 6,
+         address: str = "0.0.0.0") -> bytes:
+    return encode(MapRequest(nonce, protocol, port, external, address, lifetime, client, options))
+
+
+QUIRK_PROBES = [
+    ("create", _map()),
+    ("renewal with the same nonce", _map(external=60200, address=EXTERNAL_ADDRESS)),
+    ("renewal with another nonce takes over", _map(nonce=_B, external=60200,
+                                                   address=EXTERNAL_ADDRESS)),
+    ("delete with the old nonce", _map(lifetime=0)),
+    ("delete with the new nonce", _map(nonce=_B, lifetime=0)),
+    ("delete of a missing mapping", _map(nonce=_B, lifetime=0)),
+    ("udp create", _map(protocol=17, port=60201)),
+    ("udp delete", _map(protocol=17, port=60201, lifetime=0)),
+    ("lifetime 1", _map(port=60202, lifetime=1)),
+    ("lifetime 2^32-1", _map(port=60202, lifetime=0xFFFFFFFF)),
+    ("delete", _map(port=60202, lifetime=0)),
+    ("61 bytes", _map(port=60203) + b"\x00"),
+    ("20 bytes", _map()[:20]),
+    ("3 bytes", _map()[:3]),
+    ("2 bytes", _map()[:2]),
+    ("R bit set", bytes((2, 0x81)) + _map()[2:]),
+    ("opcode 5", bytes((2, 5)) + _map()[2:]),
+    ("version 3 MAP", bytes((3,)) + _map()[1:]),
+    ("version 255 ANNOUNCE", bytes((255,)) + encode(AnnounceRequest(_C))[1:]),
+    ("ANNOUNCE with lifetime 500", encode(AnnounceRequest(_C, 500))),
+    ("ANNOUNCE with a wrong client address", encode(AnnounceRequest("198.51.100.77"))),
+    ("ANNOUNCE with option 99", encode(AnnounceRequest(_C, 0, (Option(99, bytes(4)),)))),
+    ("MAP with a wrong client address", _map(port=60204, client="198.51.100.77")),
+    ("unknown mandatory option", _map(port=60205, options=(Option(99, bytes(4)),))),
+    ("unknown optional option", _map(port=60206, options=(Option(200, bytes(4)),))),
+    ("delete", _map(port=60206, lifetime=0)),
+    ("THIRD_PARTY", _map(port=60207, options=(Option(1, encode_address(_C)),))),
+    ("protocol 0", _map(protocol=0, port=0)),
+    ("TCP internal port 0", _map(port=0)),
+    ("MAP cut to 48 bytes", _map(port=60208)[:48]),
+]
+
+_PROBE = """
+import socket, sys
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.settimeout(0.5)
+for line in sys.stdin:
+    sock.sendto(bytes.fromhex(line), (sys.argv[1], 5351))
+    try:
+        print(sock.recvfrom(2048)[0].hex(), flush=True)
+    except socket.timeout:
+        print("-", flush=True)
+"""
+
+
+def _without_epoch(reply: str) -> str:
+    return reply if len(reply) < 24 else reply[:16] + "0" * 8 + reply[24:]
+
+
+def fake_miniupnpd_replies(requests: list[bytes]) -> list[str]:
+    clock = Clock()
+    network = MemoryNetwork(clock)
+    network.attach(FakeGateway(clock, EXTERNAL_ADDRESS, pcp="miniupnpd"), (GATEWAY_LAN, 5351))
+    replies = []
+    for request in requests:
+        before = len(network.sent_to((CLIENT, 40000)))
+        network.deliver(request, (CLIENT, 40000), (GATEWAY_LAN, 5351))
+        clock.advance(0)
+        answers = network.sent_to((CLIENT, 40000))[before:]
+        replies.append(answers[0].data.hex() if answers else "-")
+    return replies
+
+
+def test_fake_gateway_miniupnpd_preset_answers_as_miniupnpd_2_3_1_does(lab: Lab) -> None:
+    requests = [data for _, data in QUIRK_PROBES]
+    real = lab.run("client", sys.executable, "-c", _PROBE, GATEWAY_LAN,
+                   input="".join(data.hex() + "\n" for data in requests)).stdout.split()
+    fake = fake_miniupnpd_replies(requests)
+    differences = [
+        f"{name}: miniupnpd {theirs}, fake {ours}"
+        for (name, _), theirs, ours in zip(QUIRK_PROBES, real, fake)
+        if _without_epoch(theirs) != _without_epoch(ours)
+    ]
+    assert len(real) == len(QUIRK_PROBES)
+    assert differences == []

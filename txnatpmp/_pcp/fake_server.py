@@ -11,6 +11,10 @@ from .._errors import DecodeError
 from .._wire import MappingRequest
 from .wire import (
     ADDRESS_MISMATCH,
+    HEADER_SIZE,
+    MAP_BODY_SIZE,
+    MAX_LENGTH,
+    OP_MAP,
     MALFORMED_REQUEST,
     NO_RESOURCES,
     NOT_AUTHORIZED,
@@ -89,8 +93,10 @@ class PCPServer:
         if isinstance(request, MapRequest):
             return encode(self._map(request, client))
         if isinstance(request, AnnounceRequest):
-            result = self._check(request.client_address, client, request.options,
-                                 check_address=not self._miniupnpd)
+            if self._miniupnpd:  # it checks neither the address nor the options here
+                result = self._gateway.refuse_with or SUCCESS
+            else:
+                result = self._check(request.client_address, client, request.options, True)
             lifetime = request.lifetime if self._miniupnpd else 0
             if result:
                 lifetime = self._error_lifetime(result)
@@ -101,14 +107,21 @@ class PCPServer:
 
     def _malformed(self, data: bytes, opcode: int, result: int) -> bytes:
         epoch = self._gateway.epoch
+        body = data[HEADER_SIZE:MAX_LENGTH]
         if result == UNSUPP_VERSION:
-            return encode(VersionRejected(VERSION, opcode, epoch,
-                                          self._error_lifetime(UNSUPP_VERSION)))
-        if self._miniupnpd and result == MALFORMED_REQUEST:
-            # Version 0, opcode 0x80, byte 3 = 3, epoch 0, rounded up to a multiple of 4 (P44).
-            size = max(24, len(data) + (-len(data) % 4))
-            return bytes((0, RESPONSE_BIT, 0, MALFORMED_REQUEST)) + b"\x00" * (size - 4)
-        return encode(OtherResponse(opcode, result, self._error_lifetime(result), epoch))
+            reply = encode(VersionRejected(VERSION, opcode, epoch,
+                                           self._error_lifetime(UNSUPP_VERSION)))
+            if self._miniupnpd and opcode == OP_MAP and len(body) >= MAP_BODY_SIZE:
+                reply += body[:13] + bytes(7) + body[20:36]  # the ports zeroed
+            return reply
+        if not self._miniupnpd:
+            return encode(OtherResponse(opcode, result, self._error_lifetime(result), epoch))
+        body += bytes(-len(body) % 4)
+        if HEADER_SIZE <= len(data) <= MAX_LENGTH and not len(data) % 4:  # a short MAP, say
+            echo = body[:16] + bytes(len(body[16:]))  # nonce and protocol; the rest zeroed
+            return encode(OtherResponse(opcode, result, self._error_lifetime(result), epoch)) + echo
+        # Lengths it cannot parse: version 0, opcode 0x80, result 3, epoch 0, the body echoed.
+        return bytes((0, RESPONSE_BIT, 0, MALFORMED_REQUEST)) + bytes(20) + body
 
     def _error_lifetime(self, result: int) -> int:
         if result in SHORT_ERRORS:
@@ -132,13 +145,17 @@ class PCPServer:
             return MapResponse(result, lifetime, gateway.epoch, request.nonce, request.protocol,
                                request.internal_port, external_port, address, options)
 
-        def error(result: int) -> MapResponse:
-            return answer(result, self._error_lifetime(result), request.external_port,
-                          request.external_address)
+        def error(result: int, checked: bool = True) -> MapResponse:
+            if not self._miniupnpd:  # the suggestion copied (section 7.2)
+                return answer(result, self._error_lifetime(result), request.external_port,
+                              request.external_address)
+            # miniupnpd: port 0; the real address once the request passed its first checks.
+            address = gateway.external_address if checked else request.external_address
+            return answer(result, self._error_lifetime(result), 0, address)
 
         result = self._check(request.client_address, client, request.options, check_address=True)
         if result:
-            return error(result)
+            return error(result, checked=False)
         protocol = PROTOCOL_NAMES.get(request.protocol)
         if protocol is None or request.internal_port == 0:
             return error(MALFORMED_REQUEST if self._miniupnpd or protocol else UNSUPP_PROTOCOL)
