@@ -34,13 +34,18 @@ from txnatpmp import (
 from txnatpmp._pcp.client import MAX_REQUESTED_LIFETIME
 from txnatpmp._pcp.schedule import renewal_delay
 from txnatpmp._pcp.wire import (
+    AnnounceRequest,
     AnnounceResponse,
     MapRequest,
     MapResponse,
+    Option,
     VersionRejected,
     decode_request,
+    decode_response,
     encode,
 )
+from txnatpmp._wire import MappingRequest
+from txnatpmp._wire import encode as encode_natpmp
 from txnatpmp.testing import FakeGateway, MemoryNetwork
 
 SERVER = ("127.0.0.1", 5351)
@@ -699,3 +704,54 @@ class Renewals(SynchronousTestCase):
         # Never less than 4 s apart, and none once the lifetime is over.
         self.assertEqual(renewal_delay(10, 2, rng, previous=8.0), None)
         self.assertEqual(renewal_delay(100, 3, random.Random(0), previous=95.0), 99.0)
+
+
+class FakeServer(PCPTestCase):
+    """FakeGateway(pcp=True) as RFC 6887's server."""
+
+    def ask(self, data: bytes) -> bytes | None:
+        before = len(self.network.sent_to(CLIENT))
+        self.deliver_to_server(data)
+        self.clock.advance(0)
+        answers = self.network.sent_to(CLIENT)[before:]
+        return answers[0].data if answers else None
+
+    def deliver_to_server(self, data: bytes) -> None:
+        self.network.deliver(data, CLIENT, SERVER)
+
+    def request(self, **changes: Any) -> MapRequest:
+        values: dict[str, Any] = dict(nonce=bytes(range(12)), protocol=6, internal_port=8080,
+                                      external_port=0, external_address="0.0.0.0",
+                                      lifetime=600, client_address="127.0.0.1")
+        values.update(changes)
+        return MapRequest(**values)
+
+    def test_errors(self) -> None:
+        data = encode(self.request())
+        cases: list[tuple[bytes, int]] = [
+            (bytes((3,)) + data[1:], 1),
+            (bytes((2, 5)) + data[2:], 4),
+            (encode(self.request(options=(Option(99, bytes(4)),))), 5),
+            (encode(self.request(client_address="127.0.0.2")), 12),
+            (encode(AnnounceRequest("127.0.0.2")), 12),
+            (encode(self.request(protocol=132)), 9),
+            (data + b"\x00", 3),
+        ]
+        for request, result in cases:
+            reply = self.ask(request)
+            assert reply is not None
+            self.assertEqual((reply[0], reply[3]), (2, result), request.hex())
+        self.assertIsNone(self.ask(b"\x02"))
+        self.assertIsNone(self.ask(bytes((2, 0x81)) + data[2:]))
+        self.assertEqual(self.gateway.mappings, [])
+        response = decode_response(self.ask(encode(self.request(
+            options=(Option(200, bytes(4)),)))) or b"")
+        assert isinstance(response, MapResponse)
+        self.assertEqual((response.result, response.options), (0, ()))  # ignored, not echoed
+        self.assertEqual(self.gateway.mapping_for("tcp", 8080).nonce, bytes(range(12)))  # type: ignore[union-attr]
+
+    def test_natpmp_still_works_beside_pcp(self) -> None:
+        self.ask(encode_natpmp(MappingRequest("udp", 5353, 0, 600)))
+        mapping = self.gateway.mapping_for("udp", 5353)
+        assert mapping is not None
+        self.assertIsNone(mapping.nonce)
