@@ -86,7 +86,9 @@ class ResultError(NATPMPError):
             self.code = code
         self.protocol = protocol
         self.lifetime = lifetime
-        who = "gateway" if protocol == "natpmp" else f"{_PROTOCOL_NAMES.get(protocol, protocol)} server"
+        who = "gateway"
+        if protocol != "natpmp":
+            who = f"{_PROTOCOL_NAMES.get(protocol, protocol)} server"
         super().__init__(f"{who} answered with result {self.code}: {self.meaning}")
 
 

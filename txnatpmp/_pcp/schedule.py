@@ -45,7 +45,7 @@ class PCPSchedule:
         return (1 + rng.uniform(-JITTER, JITTER)) * base
 
     def cut(self, wait: float, elapsed: float) -> float:
-        """C{wait}, cut short where C{max_duration} ends, C{elapsed} seconds after the first send."""
+        """C{wait}, cut short where C{max_duration} ends (C{elapsed}: since the first send)."""
         if self.max_duration:
             return max(0.0, min(wait, self.max_duration - elapsed))
         return wait

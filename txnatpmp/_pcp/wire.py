@@ -63,7 +63,7 @@ OPTION_PREFER_FAILURE = 2
 OPTION_FILTER = 3
 
 _REQUEST_HEADER = struct.Struct("!BBHI16s")  # version, R|opcode, reserved, lifetime, client IP
-_RESPONSE_HEADER = struct.Struct("!BBBBII12x")  # version, R|opcode, reserved, result, lifetime, epoch
+_RESPONSE_HEADER = struct.Struct("!BBBBII12x")  # version, R|opcode, -, result, lifetime, epoch
 _MAP_BODY = struct.Struct("!12sB3xHH16s")  # nonce, protocol, internal, external, address
 _OPTION_HEADER = struct.Struct("!BBH")
 
