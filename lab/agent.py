@@ -12,6 +12,7 @@ Failures answer {"error": <exception class>, "message": ..., "code": <result cod
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import attrs
@@ -22,6 +23,8 @@ from twisted.protocols.basic import LineReceiver
 from txnatpmp import NATPMPClient, RetransmitSchedule, find_gateway
 from txnatpmp._announce import AnnouncementListener, listen_for_announcements
 from txnatpmp._upnp import UPnPClient
+from txnatpmp import Mapping, PCPClient, PCPSchedule, ResultError
+from txnatpmp._wire import PCPAnnounce
 
 GREETING = b"hello from behind the NAT\n"
 
@@ -169,6 +172,71 @@ class Agent(LineReceiver):
 
     def op_upnp_restarts(self) -> dict[str, Any]:
         return {"restarts": self.restarts}
+
+    # PCP (RFC 6887): pcp_connect [server, port, initial, max_count, max_duration,
+    # client_address]; pcp_map protocol internal_port [external_port lifetime]; pcp_renew
+    # mapping; pcp_unmap mapping (a mapping dict as pcp_map answers, nonce in hex); pcp_announce;
+    # pcp_lost_state; pcp_listen_announcements server; pcp_announcements.  A PCP error answers
+    # {"error", "message", "code", "server_version", "retry_after", "seconds"}.
+
+    async def op_pcp_connect(self, server: str | None = None, port: int = 5351,
+                             initial: float = 3.0, max_count: int = 0, max_duration: float = 0,
+                             client_address: str | None = None) -> dict[str, Any]:
+        server = server or await find_gateway()
+        schedule = PCPSchedule(initial, max_count=max_count, max_duration=max_duration)
+        self.pcp = PCPClient(server, port, schedule=schedule, client_address=client_address)
+        self.pcp_lost: list[dict[str, float]] = []
+        self.pcp_heard: list[int] = []
+        self.pcp.epoch.add_observer(
+            lambda received, expected: self.pcp_lost.append(
+                {"received": received, "expected": expected}))
+        self.pcp.add_announce_observer(self.pcp_heard.append)
+        reactor.listenUDP(0, self.pcp)
+        return {"server": server}
+
+    async def _pcp(self, request: Any) -> dict[str, Any]:
+        started = time.monotonic()
+        try:
+            value = await request
+        except ResultError as error:
+            return {"error": type(error).__name__, "message": str(error), "code": error.code,
+                    "server_version": getattr(error, "server_version", None),
+                    "retry_after": error.retry_after, "seconds": time.monotonic() - started}
+        if isinstance(value, Mapping):
+            return {**as_dict(value), "nonce": (value.nonce or b"").hex()}
+        return {"epoch": value}
+
+    async def op_pcp_map(self, protocol: str, internal_port: int, external_port: int = 0,
+                         lifetime: int = 7200) -> dict[str, Any]:
+        return await self._pcp(self.pcp.map_port(protocol, internal_port, external_port, lifetime))
+
+    async def op_pcp_renew(self, mapping: dict[str, Any]) -> dict[str, Any]:
+        return await self._pcp(self.pcp.renew(pcp_mapping(mapping)))
+
+    async def op_pcp_unmap(self, mapping: dict[str, Any]) -> dict[str, Any]:
+        return await self._pcp(self.pcp.unmap_port(pcp_mapping(mapping)))
+
+    async def op_pcp_announce(self) -> dict[str, Any]:
+        return await self._pcp(self.pcp.announce())
+
+    def op_pcp_lost_state(self) -> dict[str, Any]:
+        return {"lost": self.pcp_lost}
+
+    def op_pcp_listen_announcements(self, server: str) -> dict[str, Any]:
+        def heard(announcement: Any) -> None:
+            if isinstance(announcement, PCPAnnounce):
+                self.pcp.observe_announce(announcement.epoch)
+
+        listen_for_announcements(AnnouncementListener(server, heard))
+        return {"listening": True}
+
+    def op_pcp_announcements(self) -> dict[str, Any]:
+        return {"heard": self.pcp_heard}
+
+
+def pcp_mapping(fields: dict[str, Any]) -> Mapping:
+    """A Mapping from the dict pcp_map answers (its nonce in hex), as another process has it."""
+    return Mapping(**{**fields, "nonce": bytes.fromhex(fields["nonce"])})
 
 
 if __name__ == "__main__":

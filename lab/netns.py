@@ -402,6 +402,25 @@ class Lab:
         )
         return bytes.fromhex(self.python("wan", code, timeout=timeout + 5).stdout)
 
+    # PCP (RFC 6887) and a NAT-PMP-only gateway beside miniupnpd
+
+    def start_natpmp_only_gateway(self, port: int = 5352) -> subprocess.Popen[bytes]:
+        """
+        Run txnatpmp's FakeGateway (NAT-PMP only: it answers PCP with the 8-byte version-0
+        "unsupported version" reply) on the gateway's LAN address, port C{port}, beside
+        miniupnpd.  The lab stops it on close.
+        """
+        code = (
+            "from twisted.internet import reactor\n"
+            "from txnatpmp.testing import FakeGateway\n"
+            f"FakeGateway().listen(reactor, {port}, {GATEWAY_LAN!r})\n"
+            "reactor.run()\n"
+        )
+        process = self.spawn("gw", sys.executable, "-c", code)
+        _wait_for(lambda: GATEWAY_LAN in self.gw("ss", "-Hlun", "sport", "=", f":{port}").stdout,
+                  10, f"the NAT-PMP-only gateway is not listening on udp {port}")
+        return process
+
 
 class Agent:
     """

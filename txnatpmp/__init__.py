@@ -64,6 +64,36 @@ __all__ = [
     "parse_spec",
 ]
 
+# PCP (RFC 6887)
+from ._errors import (  # noqa: E402
+    AddressMismatch,
+    CannotProvideExternal,
+    ExcessiveRemotePeers,
+    MalformedOption,
+    MalformedRequest,
+    UnsupportedOption,
+    UnsupportedProtocol,
+    UserQuotaExceeded,
+)
+from ._pcp.client import PCPClient  # noqa: E402
+from ._pcp.epoch import PCPEpochTracker  # noqa: E402
+from ._pcp.schedule import RFC_PCP_SCHEDULE, PCPSchedule  # noqa: E402
+
+__all__ += [
+    "AddressMismatch",
+    "CannotProvideExternal",
+    "ExcessiveRemotePeers",
+    "MalformedOption",
+    "MalformedRequest",
+    "PCPClient",
+    "PCPEpochTracker",
+    "PCPSchedule",
+    "RFC_PCP_SCHEDULE",
+    "UnsupportedOption",
+    "UnsupportedProtocol",
+    "UserQuotaExceeded",
+]
+
 __version__ = "0.1.0"
 
 # UPnP-IGD errors (the client lives in txnatpmp._upnp until packaging lists it).

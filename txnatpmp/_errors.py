@@ -43,6 +43,7 @@ class GatewayTimeout(NATPMPError):
         gateway: tuple[str, int],
         attempts: int,
         waited: float,
+        protocol: str = "NAT-PMP",
         *,
         last_heard: float | None = None,
         discarded: int = 0,
@@ -63,7 +64,7 @@ class GatewayTimeout(NATPMPError):
         elif last_heard is not None:
             text += f"; it last answered {last_heard:.0f} s ago"
         else:
-            text += "; the gateway may not support NAT-PMP"
+            text += f"; the gateway may not support {protocol}"
         super().__init__(text)
 
 
@@ -96,18 +97,47 @@ class ResultError(NATPMPError):
 
     code: int = -1
     meaning: str = "undefined result code"
+    #: The protocol whose result code this is: C{"natpmp"}, C{"pcp"} or C{"upnp"}.
+    protocol: str = "natpmp"
+    #: The error's lifetime as the server sent it (PCP), or C{None} where the protocol has none.
+    lifetime: int | None = None
+    #: Seconds before the same request may be sent again (PCP's lifetime with the client's floor,
+    #: RFC 6887 section 8.3), or C{None}.
+    retry_after: float | None = None
 
-    def __init__(self, code: int | None = None) -> None:
+    def __init__(
+        self, code: int | None = None, *, protocol: str = "natpmp", lifetime: int | None = None
+    ) -> None:
         if code is not None:
             self.code = code
-        super().__init__(f"gateway answered with result {self.code}: {self.meaning}")
+        self.protocol = protocol
+        self.lifetime = lifetime
+        who = "gateway"
+        if protocol != "natpmp":
+            who = f"{_PROTOCOL_NAMES.get(protocol, protocol)} server"
+        super().__init__(f"{who} answered with result {self.code}: {self.meaning}")
 
 
 class UnsupportedVersion(ResultError):
-    """Result 1: the gateway does not speak this protocol version."""
+    """
+    Result 1: the gateway does not speak this protocol version.
+
+    @ivar server_version: The version the server's reply carried, when known: 0 means a
+        NAT-PMP-only server answered a PCP request (RFC 6887 section 9).
+    """
 
     code = 1
     meaning = "unsupported version"
+    server_version: int | None = None
+
+    def __init__(
+        self, code: int | None = None, *, protocol: str = "natpmp", lifetime: int | None = None,
+        server_version: int | None = None,
+    ) -> None:
+        self.server_version = server_version
+        super().__init__(code, protocol=protocol, lifetime=lifetime)
+        if server_version is not None:
+            self.args = (f"{self.args[0]} (the server speaks version {server_version})",)
 
 
 class NotAuthorized(ResultError):
@@ -153,6 +183,98 @@ def error_for_result(code: int) -> ResultError:
     return cls() if cls is not None else ResultError(code)
 
 
+# PCP (RFC 6887 section 7.4): the codes whose meaning NAT-PMP shares raise the classes above
+# (with the PCP code); these are PCP's own.
+
+_PROTOCOL_NAMES = {"pcp": "PCP", "upnp": "UPnP"}
+
+
+class MalformedRequest(ResultError):
+    """PCP result 3: the server could not parse the request."""
+
+    code = 3
+    meaning = "malformed request"
+
+
+class UnsupportedOption(ResultError):
+    """PCP result 5: a mandatory option was unknown, disabled or not authorized."""
+
+    code = 5
+    meaning = "unsupported option"
+
+
+class MalformedOption(ResultError):
+    """PCP result 6: an option was malformed, repeated or made no sense."""
+
+    code = 6
+    meaning = "malformed option"
+
+
+class UnsupportedProtocol(ResultError):
+    """PCP result 9: the server does not map this transport protocol."""
+
+    code = 9
+    meaning = "unsupported protocol"
+
+
+class UserQuotaExceeded(ResultError):
+    """PCP result 10: this host holds as many mappings as the server allows it."""
+
+    code = 10
+    meaning = "user quota exceeded"
+
+
+class CannotProvideExternal(ResultError):
+    """PCP result 11: the server cannot provide the suggested (or any) external port or address."""
+
+    code = 11
+    meaning = "cannot provide the external port or address"
+
+
+class AddressMismatch(ResultError):
+    """
+    PCP result 12: the address in the request is not the one the server saw it come from, so
+    another NAT sits between you and the gateway, and the gateway cannot map through it.
+    """
+
+    code = 12
+    meaning = "address mismatch: another NAT sits between you and the gateway"
+
+
+class ExcessiveRemotePeers(ResultError):
+    """PCP result 13: too many remote peers (FILTER options)."""
+
+    code = 13
+    meaning = "excessive remote peers"
+
+
+#: PCP result codes and the exception each raises.
+PCP_ERRORS: dict[int, type[ResultError]] = {
+    1: UnsupportedVersion,
+    2: NotAuthorized,
+    3: MalformedRequest,
+    4: UnsupportedOpcode,
+    5: UnsupportedOption,
+    6: MalformedOption,
+    7: NetworkFailure,
+    8: OutOfResources,
+    9: UnsupportedProtocol,
+    10: UserQuotaExceeded,
+    11: CannotProvideExternal,
+    12: AddressMismatch,
+    13: ExcessiveRemotePeers,
+}
+
+
+def pcp_error_for_result(code: int, lifetime: int | None = None) -> ResultError:
+    """
+    Return the exception for a non-zero PCP result code (RFC 6887 section 7.4), carrying the
+    code, C{protocol="pcp"} and the error's lifetime; unknown codes give a plain L{ResultError}.
+    """
+    cls = PCP_ERRORS.get(code, ResultError)
+    return cls(code, protocol="pcp", lifetime=lifetime)
+
+
 # UPnP-IGD (txnatpmp._upnp) ---------------------------------------------------------------------
 
 
@@ -170,7 +292,7 @@ class UPnPFault(ResultError):
 
     def __init__(self, code: int | None = None, description: str = "") -> None:
         self.description = description
-        super().__init__(code)
+        super().__init__(code, protocol="upnp")
         if description:
             self.args = (f"{self.args[0]} ({description})",)
 
@@ -188,8 +310,7 @@ class PortConflict(ResultError):
     def __init__(self, code: int | None = None, description: str = "",
                  protocol: str = "upnp") -> None:
         self.description = description
-        self.protocol = protocol
-        super().__init__(code)
+        super().__init__(code, protocol=protocol)
 
 
 class IGDNotFound(GatewayTimeout):
@@ -223,14 +344,12 @@ def error_for_fault(code: int, description: str = "") -> ResultError:
     """
     error: ResultError
     if code == 606:
-        error = NotAuthorized(606)
-        setattr(error, "protocol", "upnp")
+        error = NotAuthorized(606, protocol="upnp")
         setattr(error, "description", description)
     elif code in (718, 729):
         error = PortConflict(code, description)
     elif code == 728:
-        error = OutOfResources(728)
-        setattr(error, "protocol", "upnp")
+        error = OutOfResources(728, protocol="upnp")
         setattr(error, "description", description)
     else:
         error = UPnPFault(code, description)

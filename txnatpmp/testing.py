@@ -18,7 +18,7 @@ from __future__ import annotations
 import errno
 import heapq
 import random
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 from attrs import define, frozen
 from twisted.internet.address import IPv4Address
@@ -30,6 +30,7 @@ from twisted.logger import Logger
 from ._reactor import global_reactor
 from ._upnp.fake import FakeIGD, IGDMapping
 from ._errors import DecodeError
+from ._pcp.fake_server import PCPServer
 from ._wire import (
     NATPMP_VERSION,
     OP_EXTERNAL_ADDRESS,
@@ -92,6 +93,7 @@ class FakeMapping:
     internal_port: int
     external_port: int
     expires: float
+    nonce: bytes | None = None  # PCP's, for mappings a PCP MAP made
 
 
 class FakeGateway(DatagramProtocol):
@@ -114,6 +116,11 @@ class FakeGateway(DatagramProtocol):
       - C{epoch_offset}: added to the epoch the gateway reports (jumps forwards or back).
       - C{announce_to}: C{(host, port)} destinations of announcements.  Empty by default: nothing
         is multicast unless a test asks for it, and only inside a network namespace it made.
+
+    With C{pcp=True} it also answers PCP (RFC 6887) MAP and ANNOUNCE on the same table, as the
+    RFC says; C{pcp="miniupnpd"} reproduces miniupnpd 2.3.1's quirks instead (see
+    L{txnatpmp._pcp.fake_server.PCPServer}, which is C{gateway.pcp}).  Without it, PCP gets the
+    8-byte version-0 "unsupported version" reply of a NAT-PMP-only gateway.
     """
 
     log = Logger()
@@ -123,6 +130,7 @@ class FakeGateway(DatagramProtocol):
         reactor: IReactorTime | None = None,
         external_address: str = "203.0.113.1",
         seed: int = 0,
+        pcp: bool | Literal["rfc", "miniupnpd"] = False,
     ) -> None:
         if reactor is None:
             reactor = global_reactor()
@@ -149,6 +157,9 @@ class FakeGateway(DatagramProtocol):
         self._used: dict[str, set[int]] = {"tcp": set(), "udp": set()}  # external ports
         self._expiries: list[tuple[float, tuple[str, str, int]]] = []  # a heap
         self._started = self._clock.seconds()
+        self.pcp: PCPServer | None = None
+        if pcp:
+            self.pcp = PCPServer(self, "rfc" if pcp is True else pcp)
 
     def listen(
         self, reactor: IReactorUDP | None = None, port: int = 0, interface: str = "127.0.0.1"
@@ -217,13 +228,13 @@ class FakeGateway(DatagramProtocol):
         self.received.append(Received(data, source, self._clock.seconds(), dropped))
         if dropped:
             return
-        reply = self._reply(data, source[0])
+        reply = self._reply_bytes(data, source[0])
         if reply is None:
             return
         key = (source, data)
         self._outstanding.add(key)
         self.max_outstanding = max(self.max_outstanding, len(self._outstanding))
-        self._clock.callLater(self.delay, self._answer, key, encode(reply))
+        self._clock.callLater(self.delay, self._answer, key, reply)
 
     # Internals
 
@@ -244,6 +255,13 @@ class FakeGateway(DatagramProtocol):
     def _send(self, data: bytes, destination: tuple[str, int]) -> None:
         if self.transport is not None:
             self.transport.write(data, destination)
+
+    def _reply_bytes(self, data: bytes, client: str) -> bytes | None:
+        """The bytes of the answer to a datagram: PCP's server takes every non-zero version."""
+        if self.pcp is not None and data[:1] != bytes((NATPMP_VERSION,)):
+            return self.pcp.reply(data, client)
+        reply = self._reply(data, client)
+        return None if reply is None else encode(reply)
 
     def _reply(self, data: bytes, client: str) -> Response | None:
         """The server's answer to a datagram, or C{None} to ignore it (RFC 6886 section 3.5)."""

@@ -1,0 +1,558 @@
+"""
+L{PCPClient}: a PCP (RFC 6887) client as a Twisted C{DatagramProtocol}, talking to one server.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+import secrets
+import socket
+from collections import deque
+from typing import Any, Callable, Literal, Union
+
+from attrs import evolve
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import Logger
+
+from .._errors import (
+    ClientStopped,
+    DecodeError,
+    GatewayTimeout,
+    OutOfResources,
+    ResultError,
+    UnsupportedVersion,
+    pcp_error_for_result,
+)
+from .._reactor import global_reactor
+from .._results import Mapping
+from .._spec import DEFAULT_LIFETIME, Gateway
+from .._wire import check_protocol
+from .epoch import PCPEpochTracker
+from .schedule import RFC_PCP_SCHEDULE, PCPSchedule
+from .wire import (
+    CANNOT_PROVIDE_EXTERNAL,
+    NATPMP_VERSION,
+    NO_RESOURCES,
+    PROTOCOL_NAMES,
+    PROTOCOL_NUMBERS,
+    SERVER_PORT,
+    SHORT_ERRORS,
+    AnnounceRequest,
+    AnnounceResponse,
+    MapRequest,
+    MapResponse,
+    Response,
+    VersionRejected,
+    decode_response,
+    encode,
+    unspecified_address,
+)
+
+#: Requested lifetimes are capped here: a server may wrap larger ones (P26).
+MAX_REQUESTED_LIFETIME = 7 * 86400
+#: Granted lifetimes are reported at most this long, so renewals stay timely (P26, P50).
+MAX_REPORTED_LIFETIME = 86400
+#: The client's own floors under an error's lifetime (P13), and the cap on any hold (P50).
+SHORT_ERROR_HOLD = 30.0
+LONG_ERROR_HOLD = 1800.0
+MAX_ERROR_HOLD = 1800.0
+
+Kind = Literal["announce", "create", "renew", "delete"]
+Template = Union[AnnounceRequest, MapRequest]
+MappingUpdateObserver = Callable[[Mapping, Union[Mapping, None]], None]
+AnnounceObserver = Callable[[int], None]
+
+#: Stands in for the client address in a request template; the real one is filled in on sending.
+_PLACEHOLDER = "::"
+
+
+class _Exchange:
+    """One request and its transmissions, from queueing to its answer."""
+
+    __slots__ = ("kind", "template", "data", "deferred", "sent", "wait", "timer", "started")
+
+    def __init__(self, kind: Kind, template: Template,
+                 withdraw: Callable[[_Exchange], None]) -> None:
+        self.kind = kind
+        self.template = template  # the request without its client address
+        self.data: bytes | None = None  # built at the first transmission, then sent unchanged
+        self.deferred: Deferred[Any] = Deferred(lambda _: withdraw(self))
+        self.sent = 0
+        self.wait: float | None = None  # the last RT drawn
+        self.timer: IDelayedCall | None = None
+        self.started = 0.0
+
+    def answered_by(self, response: Response) -> bool:
+        """Whether C{response} answers this request (P24)."""
+        if isinstance(response, VersionRejected):
+            return True  # it names no request: with one in flight, it is that one's (P41)
+        if isinstance(response, AnnounceResponse):
+            return self.kind == "announce"
+        if not isinstance(response, MapResponse) or not isinstance(self.template, MapRequest):
+            return False
+        request = self.template
+        if (response.nonce, response.protocol, response.internal_port) != (
+                request.nonce, request.protocol, request.internal_port):
+            return False
+        # A success with lifetime 0 is a late answer to a delete, never a create's answer.
+        return self.kind == "delete" or response.result != 0 or response.lifetime > 0
+
+
+def _check_server(host: str, port: int) -> Gateway:
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"PCP server must be an IP address, not {host!r}") from None
+    if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 0xFFFF:
+        raise ValueError(f"PCP server port must be from 1 to 65535, not {port!r}")
+    return Gateway(str(address), port)
+
+
+def source_address_toward(server: Gateway) -> str:
+    """
+    The address the kernel sends from toward C{server} (P06): a throwaway UDP socket is
+    connected (which sends nothing) and asked its name.
+
+    @raise OSError: when there is no route.
+    """
+    family = socket.AF_INET6 if ":" in server.host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        probe.connect((server.host, server.port))
+        return str(probe.getsockname()[0])
+
+
+class PCPClient(DatagramProtocol):
+    """
+    Talks PCP to one server.
+
+    Start it with C{reactor.listenUDP(0, client)} (C{interface="::"} for an IPv6 server).
+    Requests made before it listens wait in the queue.  Requests go out one at a time in the
+    order they were made (P41), each retransmitted on C{schedule} (P39) until answered.  Every
+    request method returns a C{Deferred}; cancelling it withdraws the request.
+
+    The client keeps one nonce per (protocol, internal port), drawn on first use and reused for
+    every retransmission, renewal and delete of that mapping (P22).  After an error it does not
+    send the same request again within the error's lifetime, floored at 30 s or 30 min (P13);
+    such a request fails at once with the same error.  A new epoch or L{clear_holds} lifts that.
+
+    @ivar epoch: The server's L{PCPEpochTracker}: add an observer to learn when it lost state.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        server: str,
+        server_port: int = SERVER_PORT,
+        reactor: IReactorTime | None = None,
+        *,
+        schedule: PCPSchedule = RFC_PCP_SCHEDULE,
+        client_address: str | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        """
+        @param server: The PCP server's IP address: the default router, usually.
+        @param server_port: Its port; tests use a FakeGateway's.
+        @param reactor: Provides the clock; the global reactor by default.
+        @param schedule: When to retransmit and when, if ever, to give up.
+        @param client_address: The address written in requests; by default the source address
+            toward the server, looked up for each request.
+        @param rng: Draws the retransmission jitter (nonces always come from L{secrets}).
+        """
+        self.server = _check_server(server, server_port)
+        if client_address is not None:
+            client_address = str(ipaddress.ip_address(client_address))
+        self._client_address = client_address
+        if reactor is None:
+            reactor = global_reactor()
+        self._clock: IReactorTime = reactor
+        self.schedule = schedule
+        self._rng = rng if rng is not None else random.Random()
+        self.epoch = PCPEpochTracker(reactor.seconds)
+        self.epoch.add_observer(self._server_lost_state)
+        self._queue: deque[_Exchange] = deque()
+        self._current: _Exchange | None = None
+        self._nonces: dict[tuple[str, int], bytes] = {}
+        self._lifetimes: dict[tuple[str, int], int] = {}
+        self._mappings: dict[tuple[str, int], Mapping] = {}
+        self._holds: dict[Template, tuple[float, ResultError]] = {}
+        self._no_new_mappings: tuple[float, ResultError] | None = None
+        self._update_observers: list[MappingUpdateObserver] = []
+        self._announce_observers: list[AnnounceObserver] = []
+
+    def __repr__(self) -> str:
+        return f"<PCPClient for {self.server}>"
+
+    @property
+    def pending(self) -> int:
+        """How many requests are waiting or in flight."""
+        return len(self._queue) + (self._current is not None)
+
+    # Public requests
+
+    def announce(self) -> Deferred[int]:
+        """
+        Send a solicited ANNOUNCE (P33): fires with the server's epoch, or fails with
+        L{UnsupportedVersion} (C{server_version} 0 for a NAT-PMP-only server).
+        """
+        return self._submit("announce", AnnounceRequest(_PLACEHOLDER))
+
+    def map_port(
+        self, protocol: str, internal_port: int, external_port: int = 0,
+        lifetime: int = DEFAULT_LIFETIME,
+    ) -> Deferred[Mapping]:
+        """
+        Create a mapping.  C{external_port} is only a suggestion (0 for any); the server decides
+        the port, address and lifetime: use the returned L{Mapping}'s.  Lifetimes above a week
+        are asked as a week (P26).
+
+        @raise ValueError: for a protocol other than C{"tcp"}/C{"udp"}, an internal port
+            outside 1-65535, an external port outside 0-65535 or a lifetime outside
+            1-4294967295; nothing is sent.
+        """
+        key = self._key(protocol, internal_port)
+        _check_range("external port", external_port, 0, 0xFFFF)
+        _check_range("lifetime", lifetime, 1, 0xFFFFFFFF)
+        lifetime = min(lifetime, MAX_REQUESTED_LIFETIME)
+        if self._no_new_mappings is not None:
+            until, error = self._no_new_mappings
+            if self._clock.seconds() < until:
+                return self._refused(error, until)
+            self._no_new_mappings = None
+        nonce = self._nonces.setdefault(key, secrets.token_bytes(12))
+        self._lifetimes[key] = lifetime
+        template = MapRequest(nonce, PROTOCOL_NUMBERS[key[0]], internal_port, external_port,
+                              unspecified_address(self.server.host), lifetime, _PLACEHOLDER)
+        return self._submit("create", template)
+
+    def renew(self, mapping: Mapping, lifetime: int | None = None) -> Deferred[Mapping]:
+        """
+        Renew C{mapping}, or create it again after the server lost it: the same MAP each time,
+        with the mapping's nonce, suggesting its assigned port and address (P23, P27, P38).
+
+        @param lifetime: Asked for; by default what C{map_port} asked for.
+        @raise ValueError: if C{mapping} has no PCP nonce.
+        """
+        key = self._key(mapping.protocol, mapping.internal_port)
+        nonce = self._nonce_of(mapping)
+        if lifetime is None:
+            lifetime = self._lifetimes.get(key, DEFAULT_LIFETIME)
+        _check_range("lifetime", lifetime, 1, 0xFFFFFFFF)
+        address = mapping.external_address or unspecified_address(self.server.host)
+        template = MapRequest(nonce, PROTOCOL_NUMBERS[key[0]], mapping.internal_port,
+                              mapping.external_port, address,
+                              min(lifetime, MAX_REQUESTED_LIFETIME), _PLACEHOLDER)
+        return self._submit("renew", template)
+
+    def unmap_port(self, mapping: Mapping) -> Deferred[Mapping]:
+        """
+        Delete C{mapping} with its nonce (P29): suggested port 0, all-zero address, lifetime 0.
+        A L{Mapping} rebuilt from a stored nonce works too.  Fires with the mapping as the
+        server left it: lifetime 0, or more if it keeps a busy mapping alive.
+
+        @raise ValueError: if neither C{mapping} nor this client knows its nonce.
+        """
+        key = self._key(mapping.protocol, mapping.internal_port)
+        nonce = mapping.nonce if mapping.nonce is not None else self._nonces.get(key)
+        if nonce is None:
+            raise ValueError(f"no PCP nonce is known for {mapping.protocol}:"
+                             f"{mapping.internal_port}, so it cannot be deleted")
+        template = MapRequest(nonce, PROTOCOL_NUMBERS[key[0]], mapping.internal_port, 0,
+                              unspecified_address(self.server.host), 0, _PLACEHOLDER)
+        return self._submit("delete", template)
+
+    def nonce_for(self, protocol: str, internal_port: int) -> bytes | None:
+        """The nonce this client uses for C{protocol}/C{internal_port}, if it drew one."""
+        return self._nonces.get((protocol, internal_port))
+
+    def clear_holds(self) -> None:
+        """Forget every error hold (P13): a user asked again, or the network changed."""
+        self._holds.clear()
+        self._no_new_mappings = None
+
+    # Unsolicited news
+
+    def add_update_observer(self, observer: MappingUpdateObserver) -> None:
+        """
+        Call C{observer(previous, current)} on a Mapping Update from the server (P35):
+        C{current} is the mapping with its new port or address, or C{None} when the server
+        says it can no longer provide it.
+        """
+        self._update_observers.append(observer)
+
+    def remove_update_observer(self, observer: MappingUpdateObserver) -> None:
+        """Stop calling an observer added with L{add_update_observer}."""
+        self._update_observers.remove(observer)
+
+    def add_announce_observer(self, observer: AnnounceObserver) -> None:
+        """Call C{observer(epoch)} for each unsolicited ANNOUNCE from the server (P34)."""
+        self._announce_observers.append(observer)
+
+    def remove_announce_observer(self, observer: AnnounceObserver) -> None:
+        """Stop calling an observer added with L{add_announce_observer}."""
+        self._announce_observers.remove(observer)
+
+    def observe_announce(self, epoch: int) -> bool:
+        """
+        Take an unsolicited ANNOUNCE from the server, heard here or by a multicast listener on
+        224.0.0.1:5350 (P34): check its epoch, then tell the announce observers.
+
+        @return: Whether the epoch shows the server lost its state.
+        """
+        lost = self.epoch.observe(epoch)
+        for observer in list(self._announce_observers):
+            observer(epoch)
+        return lost
+
+    # DatagramProtocol
+
+    def startProtocol(self) -> None:
+        self._send_next()
+
+    def stopProtocol(self) -> None:
+        waiting = list(self._queue)
+        self._queue.clear()
+        if self._current is not None:
+            waiting.insert(0, self._current)
+            self._stop_timer(self._current)
+            self._current = None
+        for exchange in waiting:
+            exchange.deferred.errback(ClientStopped("the client stopped listening"))
+
+    def datagramReceived(self, data: bytes, addr: Any) -> None:
+        try:
+            self._receive(data, addr)
+        except Exception:
+            self.log.failure("Unexpected error handling a datagram from {source}", source=addr)
+
+    # The queue
+
+    def _key(self, protocol: str, internal_port: int) -> tuple[str, int]:
+        _check_range("internal port", internal_port, 1, 0xFFFF)
+        return (check_protocol(protocol), internal_port)
+
+    def _nonce_of(self, mapping: Mapping) -> bytes:
+        if mapping.nonce is None or len(mapping.nonce) != 12:
+            raise ValueError(f"{mapping} carries no PCP nonce")
+        return mapping.nonce
+
+    def _refused(self, error: ResultError, until: float) -> Deferred[Any]:
+        error.retry_after = max(0.0, until - self._clock.seconds())
+        return fail(error)
+
+    def _submit(self, kind: Kind, template: Template) -> Deferred[Any]:
+        held = self._holds.get(template)
+        if held is not None:
+            if self._clock.seconds() < held[0]:
+                return self._refused(held[1], held[0])
+            del self._holds[template]
+        exchange = _Exchange(kind, template, self._withdraw)
+        self._queue.append(exchange)
+        self._send_next()
+        return exchange.deferred
+
+    def _send_next(self) -> None:
+        if self._current is not None or self.transport is None or not self._queue:
+            return
+        self._current = self._queue.popleft()
+        self._current.started = self._clock.seconds()
+        self._transmit(self._current)
+
+    def _transmit(self, exchange: _Exchange) -> None:
+        assert self.transport is not None
+        exchange.wait = self.schedule.next_wait(exchange.wait, self._rng)
+        elapsed = self._clock.seconds() - exchange.started
+        exchange.sent += 1
+        # The timer first: a transport may deliver the answer before write() returns.
+        exchange.timer = self._clock.callLater(
+            self.schedule.cut(exchange.wait, elapsed), self._no_answer, exchange)
+        try:
+            if exchange.data is None:
+                exchange.data = encode(evolve(exchange.template,
+                                              client_address=self._source_address()))
+            self.transport.write(exchange.data, self.server)
+        except OSError as error:  # no route, link down: a lost transmission (P39)
+            self.log.info("Could not send to {server}: {error}; will retry",
+                          server=str(self.server), error=error)
+
+    def _source_address(self) -> str:
+        if self._client_address is not None:
+            return self._client_address
+        return source_address_toward(self.server)
+
+    def _no_answer(self, exchange: _Exchange) -> None:
+        exchange.timer = None
+        waited = self._clock.seconds() - exchange.started
+        if self.schedule.exhausted(exchange.sent, waited):
+            self._finish(exchange, GatewayTimeout(self.server, exchange.sent, waited, "PCP"))
+            return
+        self.log.info(
+            "no answer from {host} yet, retrying, attempt {attempt}",
+            host=self.server.host, attempt=exchange.sent + 1, request=exchange.template,
+            retransmit=True,
+        )
+        self._transmit(exchange)
+
+    def _withdraw(self, exchange: _Exchange) -> None:
+        """The caller cancelled: forget the request wherever it is."""
+        if exchange is self._current:
+            self._finish(exchange, None)
+        elif exchange in self._queue:
+            self._queue.remove(exchange)
+
+    def _finish(self, exchange: _Exchange, outcome: object) -> None:
+        """
+        Take C{exchange} out of flight, fire its Deferred with C{outcome} (nothing when it was
+        cancelled), then send the next request.
+        """
+        self._stop_timer(exchange)
+        self._current = None
+        if isinstance(outcome, Exception):
+            exchange.deferred.errback(outcome)
+        elif outcome is not None:
+            exchange.deferred.callback(outcome)
+        self._send_next()
+
+    @staticmethod
+    def _stop_timer(exchange: _Exchange) -> None:
+        if exchange.timer is not None and exchange.timer.active():
+            exchange.timer.cancel()
+        exchange.timer = None
+
+    # Responses
+
+    def _receive(self, data: bytes, source: Any) -> None:
+        if (source[0], source[1]) != self.server:  # P03
+            self.log.debug("Ignored {size} bytes from {source}: not the server", size=len(data),
+                           source=source)
+            return
+        try:
+            response = decode_response(data)
+        except DecodeError as error:
+            self.log.debug("Ignored a malformed datagram from the server: {error}", error=error)
+            return
+        exchange = self._current
+        if exchange is not None and exchange.answered_by(response):
+            self._answer(exchange, response)
+        elif isinstance(response, AnnounceResponse) and response.result == 0:
+            self.observe_announce(response.epoch)
+        elif isinstance(response, MapResponse):
+            self._mapping_update(response)
+        else:
+            self.log.debug("Ignored {response}: it answers no request in flight",
+                           response=response)
+
+    def _answer(self, exchange: _Exchange, response: Response) -> None:
+        if isinstance(response, VersionRejected):
+            self._finish(exchange, self._version_error(exchange, response))
+            return
+        assert isinstance(response, (AnnounceResponse, MapResponse))
+        self.epoch.observe(response.epoch)  # P36: errors and ANNOUNCEs included
+        if isinstance(response, AnnounceResponse):
+            outcome: object = response.epoch
+            if response.result:
+                outcome = self._error(exchange, response.result, response.lifetime)
+            self._finish(exchange, outcome)
+            return
+        if response.result == NO_RESOURCES and exchange.kind == "delete":
+            # P28: miniupnpd says so for a mapping that does not exist; nothing is held.
+            self._mappings.pop(self._response_key(response), None)
+            self._finish(exchange, evolve(self._mapping(response), external_port=0, lifetime=0))
+            return
+        if response.result:
+            self._finish(exchange, self._error(exchange, response.result, response.lifetime))
+            return
+        mapping = self._mapping(response)
+        key = self._response_key(response)
+        if exchange.kind == "delete":
+            self._mappings.pop(key, None)
+            if mapping.lifetime == 0:
+                mapping = evolve(mapping, external_port=0)
+        else:
+            self._mappings[key] = mapping
+            self._nonces[key] = response.nonce
+        self._finish(exchange, mapping)
+
+    def _version_error(self, exchange: _Exchange, response: VersionRejected) -> ResultError:
+        error = UnsupportedVersion(protocol="pcp", lifetime=response.lifetime,
+                                   server_version=response.version)
+        if response.version == NATPMP_VERSION:
+            self.log.info("{host} speaks NAT-PMP only", host=self.server.host)
+        else:  # P42: no version left to try
+            self.log.warn("{host} speaks PCP version {version} only; will not ask again "
+                          "for 30 minutes", host=self.server.host, version=response.version)
+            self._hold(exchange, error, LONG_ERROR_HOLD)
+        return error
+
+    def _error(self, exchange: _Exchange, result: int, lifetime: int) -> ResultError:
+        error = pcp_error_for_result(result, lifetime)
+        floor = SHORT_ERROR_HOLD if result in SHORT_ERRORS else LONG_ERROR_HOLD
+        until = self._hold(exchange, error, max(float(lifetime), floor))
+        if result == NO_RESOURCES and exchange.kind != "announce":
+            self._no_new_mappings = (until, OutOfResources(result, protocol="pcp",
+                                                           lifetime=lifetime))
+        return error
+
+    def _hold(self, exchange: _Exchange, error: ResultError, seconds: float) -> float:
+        """Refuse to send C{exchange}'s request again for C{seconds}, capped (P13, P50)."""
+        seconds = min(seconds, MAX_ERROR_HOLD)
+        error.retry_after = seconds
+        until = self._clock.seconds() + seconds
+        self._holds[exchange.template] = (until, error)
+        return until
+
+    def _mapping(self, response: MapResponse) -> Mapping:
+        protocol = PROTOCOL_NAMES[response.protocol]
+        return Mapping(
+            protocol,  # type: ignore[arg-type]
+            response.internal_port,
+            response.external_port,
+            min(response.lifetime, MAX_REPORTED_LIFETIME),
+            response.epoch,
+            method="pcp",
+            external_address=response.external_address,
+            nonce=response.nonce,
+        )
+
+    @staticmethod
+    def _response_key(response: MapResponse) -> tuple[str, int]:
+        return (PROTOCOL_NAMES[response.protocol], response.internal_port)
+
+    def _mapping_update(self, response: MapResponse) -> None:
+        """An unsolicited MAP response: a Mapping Update if it matches a live mapping (P35)."""
+        key = (PROTOCOL_NAMES.get(response.protocol, "?"), response.internal_port)
+        previous = self._mappings.get(key)
+        if previous is None or previous.nonce != response.nonce:
+            self.log.debug("Ignored {response}: it matches no mapping", response=response)
+            return
+        current: Mapping | None
+        if response.result == 0 and response.lifetime > 0:
+            current = self._mapping(response)
+            if (current.external_port, current.external_address) == (
+                    previous.external_port, previous.external_address):
+                self.epoch.observe(response.epoch)
+                return  # a duplicate answer, no news
+            self._mappings[key] = current
+        elif response.result == CANNOT_PROVIDE_EXTERNAL:  # the mapping is lost
+            current = None
+            del self._mappings[key]
+        else:
+            self.log.debug("Ignored {response}: no update", response=response)
+            return
+        self.epoch.observe(response.epoch)
+        self.log.info("{host} updated {protocol}:{port}: {current}", host=self.server.host,
+                      protocol=key[0], port=key[1], current=current)
+        for observer in list(self._update_observers):
+            observer(previous, current)
+
+    def _server_lost_state(self, received: int, expected: float) -> None:
+        """A new epoch: what the server refused before may work now (P13)."""
+        self.clear_holds()
+
+
+def _check_range(name: str, value: object, low: int, high: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ValueError(f"{name} must be a whole number from {low} to {high}, not {value!r}")
