@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
+
 import sys
 import time
 from pathlib import Path

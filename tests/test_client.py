@@ -22,7 +22,7 @@ from txnatpmp import (
     RetransmitSchedule,
 )
 from txnatpmp._wire import MappingRequest, MappingResponse, decode_request, encode
-from txnatpmp.testing import FakeGateway, MemoryNetwork
+from txnatpmp.testing import FakeGateway, gateway_rig
 
 GATEWAY = ("127.0.0.1", 5351)
 CLIENT = ("127.0.0.1", 40000)
@@ -36,10 +36,8 @@ class ClientTestCase(SynchronousTestCase):
     """A client and a FakeGateway on one Clock."""
 
     def setUp(self) -> None:
-        self.clock = Clock()
-        self.network = MemoryNetwork(self.clock)
-        self.gateway = FakeGateway(self.clock, external_address="80.100.100.1")
-        self.network.attach(self.gateway, GATEWAY)
+        rig = gateway_rig(*GATEWAY[:1], announce=False)
+        self.clock, self.network, self.gateway = rig.clock, rig.network, rig.gateway
         self.client = NATPMPClient(*GATEWAY, reactor=self.clock)
         self.network.attach(self.client, CLIENT)
 

@@ -36,7 +36,7 @@ from txnatpmp._wire import (
     decode_response,
     encode,
 )
-from txnatpmp.testing import FakeGateway, MemoryNetwork
+from txnatpmp.testing import FakeGateway, MemoryNetwork, gateway_rig
 
 GATEWAY = ("198.51.100.1", 5351)
 CLIENT = ("198.51.100.10", 40000)
@@ -75,10 +75,8 @@ sources = st.sampled_from([GATEWAY, ("198.51.100.1", 5352), ("198.51.100.66", 53
 
 class Fuzzing(SynchronousTestCase):
     def setup(self) -> tuple[Clock, MemoryNetwork, FakeGateway, NATPMPClient]:
-        clock = Clock()
-        network = MemoryNetwork(clock)
-        gateway = FakeGateway(clock, external_address="80.100.100.1")
-        network.attach(gateway, GATEWAY)
+        rig = gateway_rig(*GATEWAY[:1], announce=False)
+        clock, network, gateway = rig.clock, rig.network, rig.gateway
         client = NATPMPClient(*GATEWAY, reactor=clock, schedule=SHORT)
         network.attach(client, CLIENT)
         return clock, network, gateway, client
@@ -165,10 +163,8 @@ class GatewayMisbehaviour(SynchronousTestCase):
     """Each case: what the client (and the service) does about it, as the README says."""
 
     def setUp(self) -> None:
-        self.clock = Clock()
-        self.network = MemoryNetwork(self.clock)
-        self.gateway = FakeGateway(self.clock, external_address="80.100.100.1")
-        self.network.attach(self.gateway, GATEWAY)
+        rig = gateway_rig(*GATEWAY[:1], announce=False)
+        self.clock, self.network, self.gateway = rig.clock, rig.network, rig.gateway
         self.client = NATPMPClient(*GATEWAY, reactor=self.clock, schedule=SHORT)
         self.network.attach(self.client, CLIENT)
 
@@ -276,11 +272,9 @@ class ChangingNetworks(SynchronousTestCase):
 
 class Shutdown(SynchronousTestCase):
     def test_stop_with_requests_in_flight_deletes_everything_in_bounded_time(self) -> None:
-        clock = Clock()
-        network = MemoryNetwork(clock)
-        gateway = FakeGateway(clock)
+        rig = gateway_rig(*GATEWAY[:1], announce=False)
+        clock, network, gateway = rig.clock, rig.network, rig.gateway
         gateway.delay = 0.2  # every answer takes a while: creates are still in flight
-        network.attach(gateway, GATEWAY)
         service = MappingService(GATEWAY[0], reactor=network.host("198.51.100.10"),
                                  announcements=False)
         for port in range(9000, 9010):
@@ -312,11 +306,9 @@ class ResourceBounds(SynchronousTestCase):
         self.assertEqual(len(clock.getDelayedCalls()), 1)
 
     def test_a_flood_of_announcements_grows_no_timers(self) -> None:
-        clock = Clock()
-        network = MemoryNetwork(clock)
-        gateway = FakeGateway(clock)
-        network.attach(gateway, GATEWAY)
-        service = MappingService(GATEWAY[0], reactor=network.host("198.51.100.10"))
+        rig = gateway_rig(*GATEWAY[:1], announce=False)
+        clock, network, gateway = rig.clock, rig.network, rig.gateway
+        service = MappingService(GATEWAY[0], reactor=rig.host)
         for port in range(9000, 9005):
             service.add_mapping("tcp", port)
         service.startService()

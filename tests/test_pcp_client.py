@@ -46,7 +46,7 @@ from txnatpmp._pcp.wire import (
 )
 from txnatpmp._wire import MappingRequest
 from txnatpmp._wire import encode as encode_natpmp
-from txnatpmp.testing import FakeGateway, MemoryNetwork
+from txnatpmp.testing import FakeGateway, gateway_rig
 
 SERVER = ("127.0.0.1", 5351)
 CLIENT = ("127.0.0.1", 40000)
@@ -59,10 +59,8 @@ class PCPTestCase(SynchronousTestCase):
     pcp: Any = True
 
     def setUp(self) -> None:
-        self.clock = Clock()
-        self.network = MemoryNetwork(self.clock)
-        self.gateway = FakeGateway(self.clock, external_address="80.100.100.1", pcp=self.pcp)
-        self.network.attach(self.gateway, SERVER)
+        rig = gateway_rig(*SERVER[:1], announce=False, pcp=self.pcp)
+        self.clock, self.network, self.gateway = rig.clock, rig.network, rig.gateway
         self.client = self.make_client(CLIENT)
 
     def make_client(self, address: tuple[str, int], **kwargs: Any) -> PCPClient:

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.task import Clock
 from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -27,7 +26,7 @@ from txnatpmp import (
     hold_mapping,
 )
 from txnatpmp._wire import MappingRequest
-from txnatpmp.testing import FakeGateway, MemoryNetwork
+from txnatpmp.testing import FakeGateway, gateway_rig
 
 GATEWAY = "198.51.100.1"
 HOST = "198.51.100.10"
@@ -35,12 +34,9 @@ HOST = "198.51.100.10"
 
 class ServiceTestCase(SynchronousTestCase):
     def setUp(self) -> None:
-        self.clock = Clock()
-        self.network = MemoryNetwork(self.clock)
-        self.gateway = FakeGateway(self.clock, external_address="80.100.100.1")
-        self.gateway.announce_to = [("224.0.0.1", 5350)]  # in memory only
-        self.network.attach(self.gateway, (GATEWAY, 5351))
-        self.host = self.network.host(HOST)
+        rig = gateway_rig(GATEWAY, HOST)  # announcements to 224.0.0.1:5350, in memory only
+        self.clock, self.network, self.gateway, self.host = (
+            rig.clock, rig.network, rig.gateway, rig.host)
         self.events: list[MappingEvent] = []
         self.service = self.make_service()
 

@@ -526,6 +526,7 @@ def gateway_rig(
     *,
     announce: bool = True,
     seed: int = 0,
+    **gateway_options: Any,
 ) -> GatewayRig:
     """
     A clock, an in-memory network, a gateway and a host, in one call::
@@ -538,13 +539,14 @@ def gateway_rig(
         assert rig.gateway.mapping_for("tcp", 8080)
 
     With C{announce}, the gateway's announcements go to 224.0.0.1:5350 on the in-memory
-    network only (nothing is multicast for real).
+    network only (nothing is multicast for real).  Other keyword arguments go to the
+    L{FakeGateway} (C{pcp=True}, say).
     """
     from twisted.internet.task import Clock
 
     clock = Clock()
     network = MemoryNetwork(clock)
-    gateway = FakeGateway(clock, external_address=external_address, seed=seed)
+    gateway = FakeGateway(clock, external_address=external_address, seed=seed, **gateway_options)
     if announce:
         gateway.announce_to = [("224.0.0.1", 5350)]
     network.attach(gateway, (gateway_address, 5351))

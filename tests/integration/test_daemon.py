@@ -4,8 +4,6 @@ The natpmp plugin as a daemon (`twist natpmp`) against the real gateway.
 
 from __future__ import annotations
 
-import signal
-import sys
 import time
 
 from lab.agent import GREETING

@@ -4,11 +4,11 @@ txnatpmp against a real gateway: Debian's miniupnpd in network namespaces.
 
 from __future__ import annotations
 
-import time
-from typing import Any, Callable
+from typing import Any
 
+from lab import CLIENT, EXTERNAL_ADDRESS, GATEWAY_LAN, Agent, Lab, eventually
 from lab.agent import GREETING
-from lab import CLIENT, EXTERNAL_ADDRESS, GATEWAY_LAN, Lab, eventually
+
 
 
 def test_find_gateway_and_external_address(lab: Lab) -> None:
