@@ -8,7 +8,7 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.10",
-    packages=["txnatpmp", "twisted.plugins"],
+    packages=["txnatpmp", "txnatpmp._cli", "twisted.plugins"],
     package_data={"txnatpmp": ["py.typed"]},
     entry_points={"console_scripts": ["natpmp = txnatpmp._cli:entry_point"]},
     install_requires=["Twisted>=24.7", "attrs>=22.2"],

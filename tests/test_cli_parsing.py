@@ -9,7 +9,7 @@ import pytest
 from txnatpmp import MappingSpec
 from txnatpmp._cli import parse_arguments
 from txnatpmp._results import Mapping
-from txnatpmp._tokens import Endpoints, substitute
+from txnatpmp._cli._tokens import Endpoints, substitute
 
 
 def test_specs_bare_ports_and_udp_flag() -> None:
