@@ -4,10 +4,15 @@ The C{twistd natpmp} / C{twist natpmp} plugin: options and service.
 
 from __future__ import annotations
 
+import os
+import signal
+import tempfile
 from typing import Any
 
+from twisted.application.service import MultiService, Service
 from twisted.python import usage
 
+from ._reactor import global_reactor
 from ._service import MappingService
 from ._spec import MappingSpec, parse_gateway, parse_lifetime, parse_spec
 
@@ -15,7 +20,8 @@ from ._spec import MappingSpec, parse_gateway, parse_lifetime, parse_spec
 class Options(usage.Options):
     """Command-line options of the natpmp plugin."""
 
-    synopsis = "--map SPEC [--map SPEC ...] [--gateway ADDRESS[:PORT]] [--lifetime SECONDS]"
+    synopsis = ("--map SPEC [--map SPEC ...] [--gateway ADDRESS[:PORT]] [--lifetime SECONDS] "
+                "[--status-file PATH]")
     longdesc = (
         "Keep port mappings open on the NAT-PMP gateway (RFC 6886): create them, renew them, "
         "re-create them after the router reboots, and delete them on exit. Examples: "
@@ -48,12 +54,68 @@ class Options(usage.Options):
             self["lifetime"] = parse_lifetime(self["lifetime"])
             if self["gateway"] is not None:
                 self["gateway"] = parse_gateway(self["gateway"])
+            if self["status-file"] is not None:
+                check_status_file(self["status-file"])
         except ValueError as error:
             raise usage.UsageError(str(error)) from None
 
 
-def makeService(options: Any) -> MappingService:
-    """A L{MappingService} keeping every C{--map}."""
+def check_status_file(path: str) -> None:
+    """
+    Refuse a status file that could not be written, before anything is sent: the service
+    writes it atomically (a temporary file in the same folder, then a rename), so the folder
+    must take a new file and the path must not be a folder.
+
+    @raise ValueError: saying why.
+    """
+    if not path.strip():
+        raise ValueError("--status-file needs a file name, not an empty string")
+    if os.path.isdir(path):
+        raise ValueError(f"--status-file {path!r} is a directory; give a file name in it")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise ValueError(f"--status-file {path!r}: the directory {folder!r} does not exist")
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".natpmp-check-", dir=folder)
+    except OSError as error:
+        raise ValueError(f"--status-file {path!r} cannot be written in {folder!r}: "
+                         f"{error.strerror}") from None
+    os.close(handle)
+    os.unlink(probe)
+
+
+class StopOnHangup(Service):
+    """
+    SIGHUP (the terminal closed, an SSH session ended) stops the reactor like SIGTERM does, so
+    that every mapping is deleted; C{twist} and C{twistd} then end with that signal.
+    """
+
+    def __init__(self, reactor: Any = None) -> None:
+        self._reactor = reactor
+        self._previous: Any = None
+
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]
+        if hasattr(signal, "SIGHUP"):
+            self._previous = signal.signal(signal.SIGHUP, self._hangup)
+
+    def stopService(self) -> None:
+        super().stopService()  # type: ignore[no-untyped-call]
+        if hasattr(signal, "SIGHUP") and self._previous is not None:
+            signal.signal(signal.SIGHUP, self._previous)
+            self._previous = None
+
+    def _hangup(self, signum: int, frame: object) -> None:
+        reactor = self._reactor if self._reactor is not None else global_reactor()
+        stop = getattr(reactor, "sigTerm", None)  # notes the signal for twist's exit
+        if stop is not None:
+            stop(signum, frame)
+        else:
+            reactor.callFromThread(reactor.stop)
+
+
+def makeService(options: Any) -> MultiService:
+    """A L{MappingService} keeping every C{--map}, and L{StopOnHangup}."""
     host, port = options["gateway"] or (None, 5351)
     service = MappingService(
         host, port, lifetime=options["lifetime"], status_file=options["status-file"]
@@ -61,4 +123,7 @@ def makeService(options: Any) -> MappingService:
     for spec in options["map"]:
         # The service logs failures and keeps trying; nobody waits on the first result here.
         service.add_mapping(spec).addErrback(lambda _: None)
-    return service
+    top = MultiService()  # type: ignore[no-untyped-call]
+    service.setServiceParent(top)  # type: ignore[no-untyped-call]
+    StopOnHangup().setServiceParent(top)  # type: ignore[no-untyped-call]
+    return top

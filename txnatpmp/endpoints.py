@@ -30,7 +30,7 @@ from zope.interface import implementer
 
 from ._hold import HeldMapping
 from ._service import MappingService
-from ._spec import MappingSpec, parse_gateway, parse_lifetime
+from ._spec import MappingSpec, is_ascii_number, parse_gateway, parse_lifetime
 
 __all__ = ["NATPMPListeningPort", "NATPMPServerEndpoint", "NATPMPServerParser"]
 
@@ -131,7 +131,7 @@ def _unparse(args: tuple[str, ...], kwargs: dict[str, str]) -> str:
 
 
 def _port_option(name: str, text: str, lowest: int = 1) -> int:
-    if not text.isdigit() or not lowest <= int(text) <= 0xFFFF:
+    if not is_ascii_number(text) or not lowest <= int(text) <= 0xFFFF:
         raise ValueError(
             f"natpmp endpoint: {name} must be a port from {lowest} to 65535, not {text!r}"
         )
@@ -169,7 +169,7 @@ class NATPMPServerParser:
                 raise ValueError(f"natpmp endpoint: {error}") from None
         if not args or not args[0]:
             raise ValueError("natpmp endpoint needs a port: natpmp:8080")
-        if len(args) == 1 and args[0].isdigit():
+        if len(args) == 1 and is_ascii_number(args[0]):
             inner: IStreamServerEndpoint = TCP4ServerEndpoint(  # type: ignore[no-untyped-call]
                 reactor, _port_option("port", args[0], 0), interface=kwargs.pop("interface", "")
             )

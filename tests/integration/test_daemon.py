@@ -68,3 +68,14 @@ def test_short_lifetimes_are_renewed_and_never_lapse(short_lived_lab: Lab) -> No
     assert lab.requests_counted() >= 2 * 6
     terminate(daemon)
     assert lab.mappings() == []
+
+
+def test_sighup_stops_the_daemon_and_deletes_every_mapping(lab: Lab) -> None:
+    """A closed SSH session (SIGHUP) stops `twist natpmp` as SIGTERM does: nothing left."""
+    daemon = twist(lab, "--map", "tcp:60010", "--map", "udp:60011")
+    eventually(lambda: lab.mappings() == BOTH)
+    daemon.send_signal(signal.SIGHUP)
+    assert daemon.wait(10) in (0, -signal.SIGHUP)
+    assert lab.mappings() == []
+    log = lab.output(daemon)
+    assert "Removed tcp 60010" in log and "Removed udp 60011" in log

@@ -71,16 +71,19 @@ class StopSignals:
 
     def received(self, signum: int) -> None:
         """A stop signal arrived (called on the reactor thread)."""
+        # Who waits now: a clean-up that starts while this signal is handed out waits for the
+        # next one, not this.
+        later, self._next = self._next, []
+        observers = list(self._observers)
         if self.signum is None:
             self.signum = signum
             self._arrived = self._arrived or signum
             first, self._first = self._first, []
             for d in first:
                 d.callback(signum)
-        later, self._next = self._next, []
         for d in later:
             d.callback(signum)
-        for observer in list(self._observers):
+        for observer in observers:
             observer(signum)
 
     def every(self, observer: Callable[[int], object]) -> None:
