@@ -97,6 +97,19 @@ CLIENTS = [
 ]
 
 
+def available_clients() -> list[tuple[str, str]]:
+    """The clients to compare; the PyPI peer only when it is installed (it needs netifaces,
+    which needs a C compiler to build)."""
+    try:
+        import natpmp  # noqa: F401
+    except ImportError as error:
+        print(f"nat-pmp (PyPI) is not installed ({error}): left out of the comparison. "
+              "Install it with: pip install '.[bench]' (netifaces needs a C compiler: "
+              "apt-get install build-essential python3-dev)")
+        return [(name, script) for name, script in CLIENTS if name != "nat-pmp (PyPI)"]
+    return CLIENTS
+
+
 def measure(lab: Lab, script: str, n: int, loss: int) -> dict[str, float]:
     lab.restart_gateway()
     lab.undrop()
@@ -136,10 +149,11 @@ def main() -> int:
     if reason is not None:
         print(f"cannot run: {reason}")
         return 1
+    clients = available_clients()
     with Lab() as lab:
         results = {}
         for loss in (0, args.loss):
-            rows = [(name, measure(lab, script, n, loss)) for name, script in CLIENTS]
+            rows = [(name, measure(lab, script, n, loss)) for name, script in clients]
             results[loss] = rows
             table(f"{loss}% of requests dropped" if loss else "No loss", rows, n)
     clean = dict(results[0])
