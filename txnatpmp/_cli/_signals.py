@@ -116,6 +116,7 @@ class StopSignals:
         L{Interrupted} raised.
         """
         if self.signum is not None:
+            work.addErrback(lambda _: None)  # its CancelledError is expected, not news
             work.cancel()
             raise Interrupted(self.signum)
         return await _first_of(work, self.requested())
