@@ -16,6 +16,8 @@ setup(
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     author="The txnatpmp developers",
+    # An SPDX license expression (License-Expression: MIT), which supersedes the license
+    # classifier (setuptools warns about the classifier and will refuse it).
     license="MIT",
     license_files=["LICENSE"],
     keywords=["nat-pmp", "pcp", "upnp", "port mapping", "nat traversal", "twisted"],
@@ -44,7 +46,6 @@ setup(
         "Framework :: Twisted",
         "Intended Audience :: Developers",
         "Intended Audience :: System Administrators",
-        "License :: OSI Approved :: MIT License",
         "Operating System :: POSIX :: Linux",
         "Operating System :: MacOS",
         "Operating System :: Microsoft :: Windows",
