@@ -255,6 +255,32 @@ async def test_run_interrupted_with_sigint_still_deletes(gateway: tuple[FakeGate
 
 
 @pytest_twisted.ensureDeferred
+async def test_map_stopped_half_way_deletes_what_it_asked_for(
+    gateway: tuple[FakeGateway, str],
+) -> None:
+    """The second mapping is made but its answer lost; SIGINT: both are deleted, exit 130."""
+    fake, where = gateway
+    def lose_the_second_grant(reply: bytes) -> bytes | None:
+        granted = reply[1] == 130 and reply[12:16] != bytes(4)  # not the answer to a delete
+        return None if granted and reply[8:10] == (18051).to_bytes(2, "big") else reply
+
+    fake.rewrite_reply = lose_the_second_grant
+    watch = _Watch(ready_when=b"retrying")
+    process = reactor.spawnProcess(
+        watch, sys.executable,
+        [sys.executable, "-m", "txnatpmp", "map", "tcp:18050", "tcp:18051", "tcp:18052",
+         "-g", where], env=ENV)
+    await watch.ready.addTimeout(20, reactor)
+    assert fake.mapping_for("tcp", 18050) and fake.mapping_for("tcp", 18051)
+    process.signalProcess("INT")
+    ended = await watch.ended.addTimeout(3, reactor)
+    assert ended.exitCode == 130, watch.err
+    assert fake.mappings == []
+    assert watch.out.decode().splitlines() == [
+        "tcp:18050 -> 80.100.100.1:18050 for 7200 s", "deleted tcp:18050", "deleted tcp:18051"]
+
+
+@pytest_twisted.ensureDeferred
 async def test_run_kills_a_child_that_ignores_sigterm_after_the_grace_period(
     gateway: tuple[FakeGateway, str],
 ) -> None:

@@ -13,7 +13,7 @@ from argparse import Namespace
 from typing import Any, Callable, Coroutine
 
 from attrs import evolve, frozen
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults
 
 from .._client import NATPMPClient
 from .._events import MappingEvent
@@ -71,22 +71,26 @@ async def address(ctx: Context) -> int:
 
 
 async def map_once(ctx: Context) -> int:
-    """Create each mapping and print it; a stop deletes the ones already created."""
+    """
+    Create each mapping and print it.  A stop deletes every mapping asked for so far (the one in
+    flight too: the gateway may have made it without the answer arriving).
+    """
     client = await connect(ctx)
-    created: list[Mapping] = []
+    asked: list[MappingSpec] = []
     try:
         public = (await ctx.stop.race(client.get_external_address())).address
         for spec in with_free_ports(ctx.args.specs):
+            asked.append(spec)
             m = await ctx.stop.race(client.map_port(spec.protocol, spec.internal_port,
                                                     spec.external_port, ctx.args.lifetime))
-            created.append(m)
             ctx.out.say(mapping_line(m, public),
                         **{**mapping_fields(m), "external_address": public})
     except Interrupted:
-        for m in created:
-            if await ctx.stop.bounded(client.unmap_port(m.protocol, m.internal_port)):
-                ctx.out.say(f"deleted {m.protocol}:{m.internal_port}",
-                            deleted=m.internal_port, protocol=m.protocol)
+        deletes = [client.unmap_port(s.protocol, s.internal_port) for s in asked]
+        if await ctx.stop.bounded(gatherResults(deletes, consumeErrors=True)):
+            for s in asked:
+                ctx.out.say(f"deleted {s.protocol}:{s.internal_port}",
+                            deleted=s.internal_port, protocol=s.protocol)
         raise
     return 0
 
