@@ -85,6 +85,19 @@ async def test_refused_mapping_is_one_clear_line_and_exit_1(
 
 
 @pytest_twisted.ensureDeferred
+async def test_run_refused_says_so_once_and_starts_nothing(
+    gateway: tuple[FakeGateway, str], tmp_path: Path,
+) -> None:
+    fake, where = gateway
+    fake.refuse_with = 2
+    marker = tmp_path / "marker"
+    out, err, code = await natpmp("run", "tcp:80", "-g", where, "--", "touch", str(marker))
+    assert (code, out) == (1, "")
+    assert err == "natpmp: gateway answered with result 2: not authorized or refused\n"
+    assert not marker.exists()
+
+
+@pytest_twisted.ensureDeferred
 async def test_silent_gateway_shows_progress_then_gives_up(
     gateway: tuple[FakeGateway, str],
 ) -> None:

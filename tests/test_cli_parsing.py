@@ -207,6 +207,9 @@ def test_gem_form_without_a_command_maps_once_for_ttl() -> None:
         (["-l", "60", "--ttl", "60", "-p", "1"], "give the lifetime once"),
         (["-p", "1", "echo", "%p"], "one COMMAND, quoted as one argument"),
         (["--frobnicate"], "unrecognized arguments: --frobnicate"),
+        (["-v", "address"], "options go after the command: natpmp address"),
+        (["-u", "./server"], "unknown command './server'"),
+        (["-u"], "give a command"),
     ],
 )
 def test_older_forms_errors_quote_what_was_typed(argv: list[str], message: str,
@@ -215,3 +218,9 @@ def test_older_forms_errors_quote_what_was_typed(argv: list[str], message: str,
         parse_arguments(argv)
     assert exit.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_the_subcommand_list_is_the_parsers() -> None:
+    from txnatpmp._cli._parsing import SUBCOMMANDS
+
+    assert set(SUBCOMMANDS) == set(build_parser().subcommands)

@@ -154,7 +154,7 @@ async def run(ctx: Context) -> int:
     executable = resolve(program[0])  # before anything is sent: 127 or 126 as shells
     gateway = await gateway_of(ctx)
     service, firsts = start_keeping(ctx, gateway, with_free_ports(args.specs),
-                                    EventReport(ctx.out))
+                                    EventReport(ctx.out, first_failures_said_elsewhere=True))
     try:
         mappings = [await ctx.stop.race(first) for first in firsts]
         if ctx.stop.asked:  # a signal the reactor has not handled yet: start nothing

@@ -102,8 +102,13 @@ class EventReport:
     renewal.
     """
 
-    def __init__(self, out: Output) -> None:
+    def __init__(self, out: Output, first_failures_said_elsewhere: bool = False) -> None:
+        """
+        @param first_failures_said_elsewhere: A failure before a spec was ever mapped ends the
+            command, which says the error itself (C{natpmp run}): not said here too.
+        """
         self._out = out
+        self._quiet_first_failures = first_failures_said_elsewhere
         self._held: set[tuple[str, int]] = set()
         self._lost: set[tuple[str, int]] = set()
 
@@ -111,6 +116,8 @@ class EventReport:
         kind, m, spec = event.kind, event.mapping, event.spec
         key = spec.key if spec is not None else None
         shown = kind.value
+        if kind is EventKind.FAILED and self._quiet_first_failures and key not in self._held:
+            return
         if kind is EventKind.STATE_LOST:
             self._lost = set(self._held)
         elif key is not None and kind in (EventKind.MAPPED, EventKind.RENEWED,

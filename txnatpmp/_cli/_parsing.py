@@ -68,6 +68,8 @@ examples:
 
 USAGE_ERROR = 2
 
+SUBCOMMANDS = ("address", "map", "unmap", "hold", "run", "demo")
+
 #: Seconds a command run by C{natpmp run} has to end after a signal before it gets SIGKILL.
 DEFAULT_GRACE = 5.0
 
@@ -298,7 +300,11 @@ def _looks_like_an_older_form(argv: list[str]) -> bool:
         return True
     if len(argv) == 2 and all(is_ascii_number(word) for word in argv):
         return True
-    return len(argv) == 1 and any(c.isspace() or c == "%" for c in first)
+    return len(argv) == 1 and _looks_like_a_command_string(first)
+
+
+def _looks_like_a_command_string(word: str) -> bool:
+    return any(c.isspace() or c == "%" for c in word)
 
 
 def parse_older_form(argv: Sequence[str]) -> argparse.Namespace:
@@ -322,6 +328,15 @@ def parse_older_form(argv: Sequence[str]) -> argparse.Namespace:
             public, private = given.words
             args.specs = [public_private(public, private, "udp" if given.udp else "tcp")]
             return args
+        for word in given.words:
+            if word in SUBCOMMANDS:
+                raise ValueError(f"options go after the command: natpmp {word} [options] "
+                                 f"(natpmp {word} --help)")
+        if not gem and not (given.words and _looks_like_a_command_string(given.words[0])):
+            if given.words:
+                raise ValueError(f"unknown command {given.words[0]!r} (natpmp --help lists "
+                                 "the commands)")
+            raise ValueError("give a command (natpmp --help), PUBLIC PRIVATE ports, or -p PORT")
         if len(given.words) > 1:
             raise ValueError("the Ruby gem's form takes one COMMAND, quoted as one argument "
                              f"(natpmp -p PORT 'COMMAND'); got {len(given.words)}: "
