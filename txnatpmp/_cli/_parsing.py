@@ -39,6 +39,11 @@ the older tools' forms, accepted as they were:
                                          %p %h %P %H), hold the mapping while it runs;
                                          without, map once for --ttl seconds (default 7200);
                                          no -p: a free local port
+
+SIGINT, SIGTERM and SIGHUP stop any command at any stage and delete what it created.
+exit status: 0 done, 1 the gateway refused or did not answer, 2 a usage error, 126/127 run's
+command cannot be run / was not found, 128+N stopped by signal N (130, 143, 129), else run's
+command's own status.
 """
 
 RUN_HELP = """\
