@@ -405,6 +405,18 @@ async def test_demo_tells_the_story_and_exits_0() -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_demo_stops_on_a_signal_and_cleans_up() -> None:
+    watch = _Watch(ready_when=b"reachable at")
+    process = reactor.spawnProcess(watch, sys.executable,
+                                   [sys.executable, "-m", "txnatpmp", "demo"], env=ENV)
+    await watch.ready.addTimeout(20, reactor)
+    process.signalProcess("TERM")
+    ended = await watch.ended.addTimeout(3, reactor)
+    assert ended.exitCode == 143, watch.err
+    assert b"Stopping: deleting every mapping" in watch.out and b"Traceback" not in watch.err
+
+
+@pytest_twisted.ensureDeferred
 async def test_version_and_the_older_forms_against_a_gateway_double(
     gateway: tuple[FakeGateway, str],
 ) -> None:

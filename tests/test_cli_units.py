@@ -198,6 +198,12 @@ def test_no_default_route_suggests_g() -> None:
     assert status == 1 and "give the gateway with -g ADDRESS" in said[0]
 
 
+def test_a_silent_gateway_suggests_what_to_check() -> None:
+    said: list[str] = []
+    outcome_of(Failure(GatewayTimeout(("198.51.100.1", 5351), 9, 127.75)), said.append)
+    assert "enabled on the router" in said[0] and "-g ADDRESS" in said[0]
+
+
 @pytest.mark.parametrize(
     "error, status",
     [(Interrupted(signal.SIGINT), 130), (Interrupted(signal.SIGTERM), 143),

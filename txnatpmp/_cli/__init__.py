@@ -16,7 +16,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import ILogObserver, LogEvent, LogLevel, formatEvent, globalLogBeginner
 from twisted.python.failure import Failure
 
-from .._errors import GatewayNotFound, NATPMPError
+from .._errors import GatewayNotFound, GatewayTimeout, NATPMPError
 from .._reactor import global_reactor
 from ._child import CannotRun
 from ._commands import COMMANDS, Context
@@ -66,6 +66,10 @@ def outcome_of(failure: Failure, write: Callable[[str], object]) -> int:
         return error.status
     if isinstance(error, GatewayNotFound):
         write(f"natpmp: {failure.getErrorMessage()}; give the gateway with -g ADDRESS\n")
+        return GATEWAY_ERROR
+    if isinstance(error, GatewayTimeout):
+        write(f"natpmp: {failure.getErrorMessage()}; is NAT-PMP (or PCP) enabled on the router, "
+              "and is it the gateway? (another one: -g ADDRESS)\n")
         return GATEWAY_ERROR
     if isinstance(error, NATPMPError):
         write(f"natpmp: {failure.getErrorMessage()}\n")
