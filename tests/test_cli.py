@@ -294,6 +294,37 @@ async def test_map_stopped_half_way_deletes_what_it_asked_for(
 
 
 @pytest_twisted.ensureDeferred
+async def test_ctrl_c_at_a_terminal_reaches_the_command_once(
+    gateway: tuple[FakeGateway, str], tmp_path: Path,
+) -> None:
+    """The terminal sends Ctrl-C's SIGINT to natpmp and its command alike: natpmp does not send
+    it again, so the command's own clean-up runs undisturbed."""
+    fake, where = gateway
+    heard = tmp_path / "heard"
+    child = ("import signal, sys, time\n"
+             "def heard(*_):\n"
+             "    open(sys.argv[1], 'a').write('INT\\n')\n"
+             "signal.signal(signal.SIGINT, heard)\n"
+             "print('child ready', flush=True)\n"
+             "signal.pause()\n"
+             "time.sleep(1)\n"  # a clean-up during which a second SIGINT would be heard too
+             "sys.exit(5)\n")
+    watch = _Watch()
+    process = reactor.spawnProcess(  # a terminal of its own, natpmp in its foreground
+        watch, sys.executable,
+        [sys.executable, "-m", "txnatpmp", "run", "tcp:18006", "-g", where, "--",
+         sys.executable, "-c", child, str(heard)],
+        env=ENV, usePTY=True,
+    )
+    await watch.ready.addTimeout(20, reactor)
+    process.write(b"\x03")  # Ctrl-C
+    ended = await watch.ended.addTimeout(20, reactor)
+    assert ended.exitCode == 130, watch.out
+    assert heard.read_text() == "INT\n"
+    assert fake.mappings == []
+
+
+@pytest_twisted.ensureDeferred
 async def test_run_kills_a_child_that_ignores_sigterm_after_the_grace_period(
     gateway: tuple[FakeGateway, str],
 ) -> None:

@@ -102,6 +102,21 @@ def local_address_towards(host: str) -> str:
         return str(probe.getsockname()[0])
 
 
+def terminal_signals_our_group() -> bool:
+    """Whether this process group is the foreground of its controlling terminal, so that the
+    terminal's Ctrl-C goes to every process in it."""
+    try:
+        tty = os.open("/dev/tty", os.O_RDONLY | os.O_NOCTTY)
+    except OSError:
+        return False
+    try:
+        return os.tcgetpgrp(tty) == os.getpgrp()
+    except OSError:
+        return False
+    finally:
+        os.close(tty)
+
+
 class Child(ProcessProtocol):
     """
     The running command; C{ended} fires with its exit status (128 + N when signal N killed it).
@@ -127,13 +142,20 @@ class Child(ProcessProtocol):
                             NOT_EXECUTABLE) from None
 
     def stop(self, signum: int) -> None:
-        """Pass a stop signal on; SIGKILL follows after the grace period if it is still there."""
+        """
+        Pass a stop signal on; SIGKILL follows after the grace period if it is still there.
+
+        A Ctrl-C typed at the terminal reaches the command already (it is in natpmp's process
+        group, the terminal's foreground): it is not sent a second time, which would cut the
+        command's own clean-up short.
+        """
         if self.ended.called or self.process is None:
             return
-        try:
-            self.process.signalProcess(signum)
-        except Exception:  # it ended a moment ago (ProcessExitedAlready)
-            return
+        if not (signum == signal.SIGINT and terminal_signals_our_group()):
+            try:
+                self.process.signalProcess(signum)
+            except Exception:  # it ended a moment ago (ProcessExitedAlready)
+                return
         if self._kill_timer is None:
             self._kill_timer = self._reactor.callLater(self.grace, self._kill)
 

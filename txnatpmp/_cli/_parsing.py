@@ -59,8 +59,9 @@ tokens in COMMAND's arguments (from the first mapping):
 environment variables for COMMAND:
   NATPMP_LOCAL_PORT  NATPMP_LOCAL_ADDRESS  NATPMP_PUBLIC_PORT  NATPMP_PUBLIC_ADDRESS
 
-signals: SIGINT, SIGTERM and SIGHUP are passed to COMMAND; if it has not ended after --grace
-seconds (default 5) it gets SIGKILL.  The mappings are deleted in every case, and natpmp exits
+signals: SIGINT, SIGTERM and SIGHUP are passed to COMMAND (a Ctrl-C typed at the terminal
+reaches it directly, once); if it has not ended after --grace seconds (default 5) it gets
+SIGKILL.  The mappings are deleted in every case, and natpmp exits
 128 + the signal's number (130, 143, 129).
 
 A SPEC may be a protocol alone (natpmp run tcp -- CMD %p): a free local port is picked.
