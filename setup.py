@@ -1,7 +1,7 @@
 import re
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 HERE = Path(__file__).parent
 # One version source: txnatpmp/__init__.py (read, not imported: nothing is installed yet).
@@ -27,7 +27,9 @@ setup(
         "Twisted": "https://twisted.org",
     },
     python_requires=">=3.10",
-    packages=["txnatpmp", "txnatpmp._cli", "twisted.plugins"],
+    # Every txnatpmp package, found (txnatpmp._cli and whatever comes next); twisted.plugins has
+    # no __init__.py, on purpose, and is named.
+    packages=find_packages(include=["txnatpmp", "txnatpmp.*"]) + ["twisted.plugins"],
     package_data={"txnatpmp": ["py.typed"]},
     entry_points={"console_scripts": ["natpmp = txnatpmp._cli:entry_point"]},
     install_requires=["Twisted>=24.7", "attrs>=22.2"],
