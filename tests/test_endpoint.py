@@ -148,3 +148,20 @@ async def test_mapping_renewed_and_restored_after_a_reboot_while_listening(
     finally:
         await listening.stopListening()
     assert fake.mappings == []
+
+
+@pytest.mark.parametrize(
+    "description, message",
+    [
+        ("natpmp:8080:external=\u0668\u0660", "external must be a port"),
+        ("natpmp:8080:external=\uff18\uff10", "external must be a port"),
+        ("natpmp:8080:lifetime=\u0663\u0666\u0660\u0660", "lifetime"),
+        ("natpmp:8080:gateway=198.51.100.1\\:\u0665\u0663\u0665\u0661", "gateway port"),
+    ],
+)
+def test_only_ascii_digits_make_a_number_in_an_endpoint_string(description: str,
+                                                                message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse(description)
+    with pytest.raises(ValueError):
+        parse("natpmp:\u0668\u0660\u0668\u0660")  # not the short form, and no endpoint either

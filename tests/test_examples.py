@@ -22,3 +22,22 @@ def test_quickstart_maps_and_deletes() -> None:
     assert result.returncode == 0, result.stderr
     assert "tcp 8080 is reachable at 203.0.113.7:8080 for 3600 s" in result.stdout
     assert "the gateway holds 0 mappings" in result.stdout
+
+
+def test_readme_fake_gateway_snippet_runs_as_shown() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Testing your code"):]
+    snippet = section.split("```python\n", 1)[1].split("```", 1)[0]
+    check = (
+        "\nfrom twisted.internet.defer import ensureDeferred\n"
+        "async def check():\n"
+        "    try:\n"
+        "        print((await client.map_port('tcp', 8080)).external_port)\n"
+        "    finally:\n"
+        "        reactor.stop()\n"
+        "reactor.callWhenRunning(lambda: ensureDeferred(check()))\n"
+        "reactor.run()\n"
+    )
+    result = subprocess.run([sys.executable, "-c", snippet + check], capture_output=True,
+                            text=True, timeout=60, env=ENV)
+    assert (result.stdout, result.returncode) == ("8080\n", 0), result.stderr

@@ -5,16 +5,17 @@ The natpmp plugin's options, and the plugin as pip installs it.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 from twisted.python.usage import UsageError
 
 from txnatpmp import MappingService, MappingSpec
-from txnatpmp._tap import Options, makeService
+from txnatpmp._tap import Options, StopOnHangup, makeService
 
 ROOT = Path(__file__).parent.parent
 
@@ -55,6 +56,10 @@ def test_gateway_lifetime_and_status_file() -> None:
         (["-m", "tcp:1", "-g", "198.51.100.1:x"], "gateway port"),
         (["-m", "tcp:1", "-g", "198.51.100.1:0"], "gateway port"),
         (["-m", "tcp:1", "--colour"], "colour"),
+        (["-m", "tcp:\u0663\u0660\u0660\u0661\u0660"], "from 1 to 65535"),
+        (["-m", "tcp:\uff18\uff10"], "from 1 to 65535"),
+        (["-m", "tcp:1", "-l", "\u0663"], "lifetime"),
+        (["-m", "tcp:1", "-g", "198.51.100.1:\u0665\u0663\u0665\u0661"], "gateway port"),
     ],
 )
 def test_usage_errors(argv: list[str], message: str) -> None:
@@ -63,21 +68,77 @@ def test_usage_errors(argv: list[str], message: str) -> None:
 
 
 def test_make_service_keeps_every_map() -> None:
-    service = makeService(parse("-m", "tcp:60010", "-m", "udp:60011", "-g", "198.51.100.1"))
-    assert isinstance(service, MappingService)
+    top = makeService(parse("-m", "tcp:60010", "-m", "udp:60011", "-g", "198.51.100.1"))
+    [service] = [s for s in top if isinstance(s, MappingService)]
     assert service.specs == [MappingSpec("tcp", 60010), MappingSpec("udp", 60011)]
     assert service.gateway == "198.51.100.1" and service.running == 0
+    assert [type(s) for s in top if not isinstance(s, MappingService)] == [StopOnHangup]
+
+
+@pytest.mark.parametrize(
+    "path, message",
+    [
+        ("", "empty string"),
+        ("   ", "empty string"),
+        ("/nonexistent-folder-txnatpmp/status.json", "does not exist"),
+        ("/proc/x.json", "cannot be written"),
+        (".", "is a directory"),
+    ],
+)
+def test_a_status_file_that_cannot_be_written_is_a_usage_error(path: str, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        parse("-m", "tcp:1", "--status-file", path)
+
+
+def test_a_writable_status_file_is_accepted_and_the_check_leaves_nothing_behind(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "status.json"
+    assert parse("-m", "tcp:1", "--status-file", str(path))["status-file"] == str(path)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(UsageError, match="is a directory"):
+        parse("-m", "tcp:1", "--status-file", str(tmp_path))
+
+
+def test_synopsis_lists_every_option() -> None:
+    synopsis = Options.synopsis
+    for option in ("--map", "--gateway", "--lifetime", "--status-file"):
+        assert option in synopsis
+
+
+class _Reactor:
+    def __init__(self) -> None:
+        self.stopped_by: list[int] = []
+
+    def sigTerm(self, signum: int, frame: Any = None) -> None:
+        self.stopped_by.append(signum)
+
+
+def test_sighup_stops_the_daemon_as_sigterm_does_while_running() -> None:
+    reactor = _Reactor()
+    before = signal.getsignal(signal.SIGHUP)
+    hangup = StopOnHangup(reactor)
+    hangup.startService()
+    try:
+        os.kill(os.getpid(), signal.SIGHUP)
+        assert reactor.stopped_by == [signal.SIGHUP]
+    finally:
+        hangup.stopService()
+    assert signal.getsignal(signal.SIGHUP) == before
 
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """txnatpmp installed with pip into a folder of its own, the repository out of sight."""
     target = tmp_path_factory.mktemp("site")
-    subprocess.run(
+    # Offline, with the running environment's setuptools (the test extra brings it: venvs of
+    # Python 3.12 and later no longer do).
+    result = subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
          "--target", str(target), str(ROOT)],
-        check=True, capture_output=True, timeout=300,
+        capture_output=True, text=True, timeout=300,
     )
+    assert result.returncode == 0, f"pip install failed:\n{result.stdout}{result.stderr}"
     yield {**os.environ, "PYTHONPATH": str(target)}
 
 
@@ -100,3 +161,11 @@ def test_installed_plugin_rejects_a_missing_map(installed: dict[str, str]) -> No
     assert "at least one --map" in result.stdout + result.stderr
     help_text = run(installed, "-m", "twisted", "natpmp", "--help").stdout
     assert "--map" in help_text and "--gateway" in help_text
+    assert "--status-file" in help_text.split("Options:")[0]  # in the synopsis line
+
+
+def test_installed_command_runs(installed: dict[str, str]) -> None:
+    from txnatpmp import __version__
+
+    result = run(installed, "-m", "txnatpmp", "--version")
+    assert (result.stdout, result.returncode) == (f"natpmp (txnatpmp) {__version__}\n", 0)

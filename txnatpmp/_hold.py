@@ -1,29 +1,51 @@
 """
-Holding mappings: start a service, wait for its first mappings, and on any failure stop it
-again (deleting what was made).  Every front end that needs mappings before it goes on uses
-L{start_holding}: C{hold_mapping}, the C{natpmp:} endpoint and C{natpmp run}.
+Holding mappings, for every front end: L{keeping} builds a service that keeps some specs (the
+plugin, C{natpmp hold}), and L{start_holding} starts it and waits for their first mappings,
+stopping it again (deleting what was made) on any failure (C{hold_mapping}, the C{natpmp:}
+endpoint, C{natpmp run}).
 """
 
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Sequence
+from typing import Any, AsyncIterator, Callable, Sequence
 
-from twisted.internet.defer import gatherResults
+from twisted.internet.defer import Deferred, gatherResults
 
+from ._events import MappingEvent
 from ._results import Mapping
 from ._service import MappingService
-from ._spec import DEFAULT_LIFETIME, SERVER_PORT, MappingSpec, parse_spec
+from ._spec import DEFAULT_LIFETIME, SERVER_PORT, Gateway, MappingSpec, parse_spec
 
 
-async def start_holding(service: MappingService, specs: Sequence[MappingSpec]) -> list[Mapping]:
+def keeping(
+    specs: Sequence[MappingSpec],
+    gateway: Gateway | None = None,
+    reactor: Any = None,
+    *,
+    observer: Callable[[MappingEvent], object] | None = None,
+    **service_options: Any,
+) -> tuple[MappingService, list[Deferred[Mapping]]]:
     """
-    Add C{specs} to C{service}, start it, and return their first mappings.
+    A L{MappingService} (not started) keeping C{specs}, and each spec's first result.  Other
+    keyword arguments go to the service.
+    """
+    host, port = gateway if gateway is not None else (None, SERVER_PORT)
+    service = MappingService(host, port, reactor, **service_options)
+    if observer is not None:
+        service.add_observer(observer)
+    return service, [service.add_mapping(spec) for spec in specs]
+
+
+async def start_holding(
+    service: MappingService, firsts: Sequence[Deferred[Mapping]]
+) -> list[Mapping]:
+    """
+    Start C{service} and return the first mappings (C{firsts}, from L{keeping}).
 
     If any fails (or the wait is cancelled), the service is stopped, deleting what it made,
     and the first error is raised.
     """
-    firsts = [service.add_mapping(spec) for spec in specs]
     service.startService()
     try:
         return list(await gatherResults(firsts, consumeErrors=True))
@@ -79,8 +101,9 @@ async def hold_mapping(
     arguments go to L{MappingService}.
     """
     wanted = spec if isinstance(spec, MappingSpec) else parse_spec(spec)
-    service = MappingService(gateway, gateway_port, reactor, lifetime=lifetime, **service_options)
-    await start_holding(service, [wanted])
+    where = Gateway(gateway, gateway_port) if gateway is not None else None
+    service, firsts = keeping([wanted], where, reactor, lifetime=lifetime, **service_options)
+    await start_holding(service, firsts)
     try:
         yield HeldMapping(service, wanted)
     finally:

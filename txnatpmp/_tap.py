@@ -4,18 +4,23 @@ The C{twistd natpmp} / C{twist natpmp} plugin: options and service.
 
 from __future__ import annotations
 
+import signal
 from typing import Any
 
+from twisted.application.service import MultiService, Service
 from twisted.python import usage
 
-from ._service import MappingService
+from ._reactor import global_reactor
+from ._hold import keeping
+from ._service.status import check_status_file
 from ._spec import MappingSpec, parse_gateway, parse_lifetime, parse_spec
 
 
 class Options(usage.Options):
     """Command-line options of the natpmp plugin."""
 
-    synopsis = "--map SPEC [--map SPEC ...] [--gateway ADDRESS[:PORT]] [--lifetime SECONDS]"
+    synopsis = ("--map SPEC [--map SPEC ...] [--gateway ADDRESS[:PORT]] [--lifetime SECONDS] "
+                "[--status-file PATH]")
     longdesc = (
         "Keep port mappings open on the NAT-PMP gateway (RFC 6886): create them, renew them, "
         "re-create them after the router reboots, and delete them on exit. Examples: "
@@ -48,17 +53,49 @@ class Options(usage.Options):
             self["lifetime"] = parse_lifetime(self["lifetime"])
             if self["gateway"] is not None:
                 self["gateway"] = parse_gateway(self["gateway"])
+            if self["status-file"] is not None:
+                check_status_file(self["status-file"])
         except ValueError as error:
             raise usage.UsageError(str(error)) from None
 
 
-def makeService(options: Any) -> MappingService:
-    """A L{MappingService} keeping every C{--map}."""
-    host, port = options["gateway"] or (None, 5351)
-    service = MappingService(
-        host, port, lifetime=options["lifetime"], status_file=options["status-file"]
-    )
-    for spec in options["map"]:
-        # The service logs failures and keeps trying; nobody waits on the first result here.
-        service.add_mapping(spec).addErrback(lambda _: None)
-    return service
+class StopOnHangup(Service):
+    """
+    SIGHUP (the terminal closed, an SSH session ended) stops the reactor like SIGTERM does, so
+    that every mapping is deleted; C{twist} and C{twistd} then end with that signal.
+    """
+
+    def __init__(self, reactor: Any = None) -> None:
+        self._reactor = reactor
+        self._previous: Any = None
+
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]
+        if hasattr(signal, "SIGHUP"):
+            self._previous = signal.signal(signal.SIGHUP, self._hangup)
+
+    def stopService(self) -> None:
+        super().stopService()  # type: ignore[no-untyped-call]
+        if hasattr(signal, "SIGHUP") and self._previous is not None:
+            signal.signal(signal.SIGHUP, self._previous)
+            self._previous = None
+
+    def _hangup(self, signum: int, frame: object) -> None:
+        reactor = self._reactor if self._reactor is not None else global_reactor()
+        stop = getattr(reactor, "sigTerm", None)  # notes the signal for twist's exit
+        if stop is not None:
+            stop(signum, frame)
+        else:
+            reactor.callFromThread(reactor.stop)
+
+
+def makeService(options: Any) -> MultiService:
+    """A L{MappingService} keeping every C{--map}, and L{StopOnHangup}."""
+    service, firsts = keeping(options["map"], options["gateway"], lifetime=options["lifetime"],
+                              status_file=options["status-file"])
+    for first in firsts:  # the service logs failures and keeps trying: nobody waits here
+        first.addErrback(lambda _: None)
+    top = MultiService()  # type: ignore[no-untyped-call]
+    service.setServiceParent(top)  # type: ignore[no-untyped-call]
+    StopOnHangup().setServiceParent(top)  # type: ignore[no-untyped-call]
+    return top

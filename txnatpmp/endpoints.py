@@ -28,9 +28,17 @@ from twisted.internet.interfaces import (
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-from ._hold import HeldMapping, start_holding
+from ._hold import HeldMapping, keeping, start_holding
 from ._service import MappingService
-from ._spec import DEFAULT_LIFETIME, SERVER_PORT, MappingSpec, parse_gateway, parse_lifetime
+from ._spec import (
+    DEFAULT_LIFETIME,
+    SERVER_PORT,
+    Gateway,
+    MappingSpec,
+    is_ascii_number,
+    parse_gateway,
+    parse_lifetime,
+)
 
 __all__ = ["NATPMPListeningPort", "NATPMPServerEndpoint", "NATPMPServerParser"]
 
@@ -110,10 +118,11 @@ class NATPMPServerEndpoint:
     async def _listen(self, factory: IProtocolFactory) -> IListeningPort:
         port = await self.inner.listen(factory)
         spec = MappingSpec("tcp", port.getHost().port, self.external_port)  # type: ignore[attr-defined]
-        service = MappingService(self.gateway, self.gateway_port, self._reactor,
-                                 lifetime=self.lifetime, **self._service_options)
+        where = Gateway(self.gateway, self.gateway_port) if self.gateway is not None else None
+        service, firsts = keeping([spec], where, self._reactor, lifetime=self.lifetime,
+                                  **self._service_options)
         try:
-            await start_holding(service, [spec])
+            await start_holding(service, firsts)
         except BaseException:
             await maybeDeferred(port.stopListening)
             raise
@@ -128,7 +137,7 @@ def _unparse(args: tuple[str, ...], kwargs: dict[str, str]) -> str:
 
 
 def _port_option(name: str, text: str, lowest: int = 1) -> int:
-    if not text.isdigit() or not lowest <= int(text) <= 0xFFFF:
+    if not is_ascii_number(text) or not lowest <= int(text) <= 0xFFFF:
         raise ValueError(
             f"natpmp endpoint: {name} must be a port from {lowest} to 65535, not {text!r}"
         )
@@ -166,7 +175,7 @@ class NATPMPServerParser:
                 raise ValueError(f"natpmp endpoint: {error}") from None
         if not args or not args[0]:
             raise ValueError("natpmp endpoint needs a port: natpmp:8080")
-        if len(args) == 1 and args[0].isdigit():
+        if len(args) == 1 and is_ascii_number(args[0]):
             inner: IStreamServerEndpoint = TCP4ServerEndpoint(  # type: ignore[no-untyped-call]
                 reactor, _port_option("port", args[0], 0), interface=kwargs.pop("interface", "")
             )

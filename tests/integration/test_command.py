@@ -5,12 +5,17 @@ the lab's gateway from the namespace's default route.
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
-from lab import CLIENT, EXTERNAL_ADDRESS, Lab
-from lab import eventually
+import pytest
+
+from lab import CLIENT, EXTERNAL_ADDRESS, GATEWAY_LAN, Lab, eventually
+from lab.netns import _child_env
 
 SERVER = """\
 import socket, sys
@@ -56,7 +61,7 @@ def test_natpmp_address(lab: Lab) -> None:
 def test_natpmp_map_then_unmap(lab: Lab) -> None:
     result = natpmp(lab, "map", "tcp:60010", "-l", "600")
     assert result.returncode == 0, result.stderr
-    assert result.stdout == f"tcp {EXTERNAL_ADDRESS}:60010 -> local port 60010 for 600 s\n"
+    assert result.stdout == f"tcp:60010 -> {EXTERNAL_ADDRESS}:60010 for 600 s\n"
     assert lab.mappings() == [("tcp", 60010, CLIENT, 60010)]
     assert natpmp(lab, "unmap", "tcp:60010").returncode == 0
     assert lab.mappings() == []
@@ -79,3 +84,163 @@ def test_natpmp_run_interrupted_with_sigint_cleans_up(lab: Lab) -> None:
     process.send_signal(signal.SIGINT)
     assert process.wait(20) == 128 + signal.SIGINT  # the server died of the forwarded SIGINT
     assert lab.mappings() == []
+
+
+def natpmp_process(lab: Lab, *argv: str) -> subprocess.Popen[bytes]:
+    return lab.spawn("client", sys.executable, "-m", "txnatpmp", *argv)
+
+
+# Stop signals (issue 12, items 1 and 2)
+
+
+@pytest.mark.parametrize(
+    "argv, signum",
+    [
+        (("address",), signal.SIGINT),
+        (("address",), signal.SIGHUP),
+        (("map", "tcp:60030", "udp:60031"), signal.SIGTERM),
+        (("unmap", "tcp:60030"), signal.SIGINT),
+        (("hold", "tcp:60030"), signal.SIGTERM),
+        (("hold", "tcp:60030"), signal.SIGHUP),
+        (("run", "tcp:60030"), signal.SIGINT),
+        (("run", "tcp:60030"), signal.SIGTERM),
+        (("run", "tcp:60030"), signal.SIGHUP),
+    ],
+)
+def test_every_command_stops_on_a_signal_while_the_gateway_is_silent(
+    lab: Lab, argv: tuple[str, ...], signum: int,
+) -> None:
+    """SIGINT, SIGTERM, SIGHUP while the gateway says nothing: the command ends at once (not
+    after the RFC's 128 s), exits 128 + N, and never starts run's command."""
+    lab.stop_gateway()
+    marker = Path(lab.workdir) / "marker"
+    extra = ["--", "touch", str(marker)] if argv[0] == "run" else []
+    process = natpmp_process(lab, *argv, *extra)
+    eventually(lambda: "retrying" in lab.output(process))  # waiting on the gateway
+    process.send_signal(signum)
+    assert process.wait(3) == 128 + signum, lab.output(process)
+    assert "Traceback" not in lab.output(process)
+    lab.start_gateway()  # a gateway that answers now finds nobody asking
+    assert not marker.exists()
+
+
+def test_sighup_to_hold_deletes_its_mappings(lab: Lab) -> None:
+    process = natpmp_process(lab, "hold", "tcp:60032", "udp:60033")
+    eventually(lambda: lab.mappings() == [("tcp", 60032, CLIENT, 60032),
+                                          ("udp", 60033, CLIENT, 60033)])
+    process.send_signal(signal.SIGHUP)
+    assert process.wait(5) == 128 + signal.SIGHUP, lab.output(process)
+    assert lab.mappings() == []
+    assert "deleted tcp:60032" in lab.output(process)
+
+
+CHILD = """import sys, time
+open(sys.argv[1], "w").write(str(__import__("os").getpid()))
+time.sleep(120)
+"""
+
+
+def test_sighup_to_run_ends_its_command_and_deletes_the_mapping(lab: Lab) -> None:
+    script = Path(lab.workdir) / "child.py"
+    script.write_text(CHILD)
+    pidfile = Path(lab.workdir) / "child.pid"
+    process = natpmp_process(lab, "run", "tcp:60034", "--", sys.executable, str(script),
+                             str(pidfile))
+    eventually(lambda: pidfile.exists() and pidfile.read_text())
+    assert lab.mappings() == [("tcp", 60034, CLIENT, 60034)]
+    process.send_signal(signal.SIGHUP)
+    assert process.wait(5) == 128 + signal.SIGHUP, lab.output(process)
+    assert lab.mappings() == []
+    child = int(pidfile.read_text())
+    assert not Path(f"/proc/{child}").exists()  # not orphaned: ended, and reaped
+
+
+# run's failure paths (issue 12, item 3)
+
+
+def test_run_of_a_command_that_cannot_start_leaves_nothing_on_the_gateway(lab: Lab) -> None:
+    orphan = Path(lab.workdir) / "orphan"
+    orphan.write_text("#!/nonexistent/interpreter\necho never\n")
+    orphan.chmod(0o755)
+    lab.count_requests()
+    result = natpmp(lab, "run", "tcp:60035", "--", str(orphan))
+    assert result.returncode == 126, result.stderr
+    assert "bad interpreter /nonexistent/interpreter" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert lab.requests_counted() == 0  # found out before sending anything
+    # One the system refuses only when asked to start it: mapped first, then deleted.
+    broken = Path(lab.workdir) / "broken"
+    broken.write_bytes(b"\x7fELF\x00not a program\n")
+    broken.chmod(0o755)
+    result = natpmp(lab, "run", "tcp:60036", "--", str(broken))
+    assert result.returncode == 126, result.stderr
+    assert "cannot start" in result.stderr and "Traceback" not in result.stderr
+    assert lab.mappings() == []
+    assert natpmp(lab, "run", "tcp:60036", "--", "no-such-command").returncode == 127
+
+
+# Closed stdout (issue 12, item 4)
+
+
+def _with_stdout(lab: Lab, stdout: Any, *argv: str, **options: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["ip", "netns", "exec", lab.ns["client"], sys.executable, "-m", "txnatpmp", *argv],
+        stdout=stdout, stderr=subprocess.PIPE, text=True, env=_child_env(), timeout=60,
+        **options,
+    )
+
+
+THREE = [("tcp", 60040, CLIENT, 60040), ("tcp", 60041, CLIENT, 60041),
+         ("tcp", 60042, CLIENT, 60042)]
+
+
+@pytest.mark.parametrize("how", ["closed pipe", "/dev/full", "closed descriptor"])
+def test_map_with_a_closed_stdout_maps_every_spec_quietly(lab: Lab, how: str) -> None:
+    argv = ("map", "tcp:60040", "tcp:60041", "tcp:60042")
+    if how == "closed pipe":
+        reader, writer = os.pipe()
+        os.close(reader)
+        try:
+            result = _with_stdout(lab, writer, *argv)
+        finally:
+            os.close(writer)
+    elif how == "/dev/full":
+        with open("/dev/full", "w") as full:
+            result = _with_stdout(lab, full, *argv)
+    else:
+        result = _with_stdout(lab, subprocess.DEVNULL, *argv, preexec_fn=lambda: os.close(1))
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr
+    assert lab.mappings() == THREE
+    assert natpmp(lab, "unmap", "tcp:60040", "tcp:60041", "tcp:60042").returncode == 0
+
+
+# The older tools' forms (issue 12, item 6)
+
+
+def test_py_natpmp_forms(lab: Lab) -> None:
+    result = natpmp(lab, "-u", "-l", "1800", "60009", "60009")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"udp:60009 -> {EXTERNAL_ADDRESS}:60009 for 1800 s\n"
+    result = natpmp(lab, "-g", GATEWAY_LAN, "60011", "60022")
+    assert result.returncode == 0, result.stderr
+    assert lab.mappings() == [("tcp", 60011, CLIENT, 60022), ("udp", 60009, CLIENT, 60009)]
+    # "Any port": PUBLIC 0 and PRIVATE 0, as VPN scripts write it.
+    result = natpmp(lab, "map", "-g", GATEWAY_LAN, "0", "0")
+    assert result.returncode == 0, result.stderr
+    local = int(result.stdout.split()[0].split(":")[1])
+    assert ("tcp", local) in [(m[0], m[3]) for m in lab.mappings()]
+
+
+def test_ruby_gem_forms(lab: Lab) -> None:
+    result = natpmp(lab, "-p", "60043", "echo %p %h %P %H")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"60043 {CLIENT} 60043 {EXTERNAL_ADDRESS}\n"
+    assert lab.mappings() == []  # held while the command ran, deleted after
+    result = natpmp(lab, "-p", "60044", "-P", "60045", "-t", "udp", "--ttl", "600")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"udp:60044 -> {EXTERNAL_ADDRESS}:60045 for 600 s\n"
+    assert lab.mappings() == [("udp", 60045, CLIENT, 60044)]
+    result = natpmp(lab, "echo %p")  # no -p: a free local port, mapped while it runs
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout) > 0 and f"deleted tcp:{int(result.stdout)}" in result.stderr

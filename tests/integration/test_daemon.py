@@ -4,6 +4,7 @@ The natpmp plugin as a daemon (`twist natpmp`) against the real gateway.
 
 from __future__ import annotations
 
+import signal
 import time
 
 from lab.agent import GREETING
@@ -54,3 +55,13 @@ def test_short_lifetimes_are_renewed_and_never_lapse(short_lived_lab: Lab) -> No
     assert lab.requests_counted() >= 2 * 6
     terminate(daemon)
     assert lab.mappings() == []
+
+
+def test_sighup_stops_the_daemon_and_deletes_every_mapping(lab: Lab) -> None:
+    """A closed SSH session (SIGHUP) stops `twist natpmp` as SIGTERM does: nothing left."""
+    daemon = lab.twist("--map", "tcp:60010", "--map", "udp:60011")
+    eventually(lambda: lab.mappings() == BOTH)
+    terminate(daemon, signal.SIGHUP)
+    assert lab.mappings() == []
+    log = lab.output(daemon)
+    assert "Removed tcp 60010" in log and "Removed udp 60011" in log

@@ -26,7 +26,7 @@ def check_status_file(path: str) -> str:
         existing file that is not a regular file).
     """
     if not isinstance(path, str) or not path.strip():
-        raise ValueError("status file path is empty")
+        raise ValueError("status file needs a file name, not an empty string")
     full = os.path.abspath(path)
     if os.path.isdir(full):
         raise ValueError(f"status file {path!r} is a directory")

@@ -11,9 +11,10 @@ from typing import Any, Callable
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.task import deferLater
 
-from ._events import EventKind, MappingEvent
-from ._service import MappingService
-from .testing import FakeGateway
+from .._events import EventKind, MappingEvent
+from .._service import MappingService
+from ..testing import FakeGateway
+from ._signals import StopSignals
 
 #: How long any one step may take before the demo gives up.
 STEP_TIMEOUT = 10.0
@@ -39,9 +40,14 @@ class _Events:
         return d.addTimeout(STEP_TIMEOUT, self._reactor)
 
 
-async def demo(reactor: Any, write: Callable[[str], object]) -> int:
-    """Map, renew, survive a simulated reboot and an address change, clean up."""
+async def demo(reactor: Any, write: Callable[[str], object],
+               stop: StopSignals | None = None) -> int:
+    """
+    Map, renew, survive a simulated reboot and an address change, clean up.  A stop signal ends
+    it at any step (the mappings are still deleted from the double).
+    """
     started = reactor.seconds()
+    stop = stop or StopSignals(reactor)
 
     def say(text: str) -> None:
         write(f"[{reactor.seconds() - started:4.1f} s] {text}\n")
@@ -63,24 +69,24 @@ async def demo(reactor: Any, write: Callable[[str], object]) -> int:
         assert service.announcement_port is not None
         gateway.announce_to.append(("127.0.0.1", service.announcement_port))
         say("Asking for tcp 8080, lifetime 4 s ...")
-        event = await mapped
+        event = await stop.race(mapped)
         assert event.mapping is not None
         say(f"tcp 8080 is reachable at {event.external_address}:{event.mapping.external_port} "
             f"for {event.mapping.lifetime} s")
 
-        event = await events.next(EventKind.RENEWED)
+        event = await stop.race(events.next(EventKind.RENEWED))
         say("Renewed at half its lifetime, as RFC 6886 asks; it will be renewed every 2 s.")
-        await deferLater(reactor, 1.5)  # a gateway up for a few seconds: a reboot shows clearly
+        await stop.race(deferLater(reactor, 1.5))  # a gateway up for a few seconds: a reboot shows clearly
 
         say("Simulating a router reboot: the gateway forgets its mappings, restarts its epoch "
             "and announces itself ...")
         lost = events.next(EventKind.STATE_LOST)
         back = events.next(EventKind.RECREATED, EventKind.PORT_CHANGED)
         gateway.reboot()
-        await lost
+        await stop.race(lost)
         say(f"Noticed: the epoch went back. The gateway now holds {len(gateway.mappings)} "
             "mappings; re-creating after a random wait of up to 5 s ...")
-        event = await back
+        event = await stop.race(back)
         assert event.mapping is not None
         say(f"Re-created: tcp 8080 is reachable at {event.external_address}:"
             f"{event.mapping.external_port} again.")
@@ -88,11 +94,11 @@ async def demo(reactor: Any, write: Callable[[str], object]) -> int:
         say("Simulating a new external address from the provider ...")
         changed = events.next(EventKind.ADDRESS_CHANGED)
         gateway.set_external_address("203.0.113.8")
-        event = await changed
+        event = await stop.race(changed)
         say(f"Announcement heard: the external address is now {event.external_address}.")
     finally:
         say("Stopping: deleting every mapping ...")
-        await service.stopService()
+        await stop.bounded(service.stopService(), STEP_TIMEOUT)
         await maybeDeferred(gateway_port.stopListening)
     left = len(gateway.mappings)
     say(f"Done. The gateway holds {left} mappings.")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from attrs import frozen
 
-from ._results import Mapping
+from .._results import Mapping
 
 
 @frozen
