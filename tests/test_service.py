@@ -333,5 +333,5 @@ class Holding(ServiceTestCase):
                 raise AssertionError("entered without a mapping")
 
         d = Deferred.fromCoroutine(block())
-        self.run_for(3)
+        self.run_for(4)  # the discovery probe gives up after 3 s
         self.failureResultOf(d, GatewayTimeout)

@@ -66,11 +66,10 @@ async def demo(reactor: Any, write: Callable[[str], object],
         mapped = events.next(EventKind.MAPPED)
         service.add_mapping("tcp:8080")
         service.startService()
-        assert service.announcement_port is not None
-        gateway.announce_to.append(("127.0.0.1", service.announcement_port))
         say("Asking for tcp 8080, lifetime 4 s ...")
         event = await stop.race(mapped)
-        assert event.mapping is not None
+        assert event.mapping is not None and service.announcement_port is not None
+        gateway.announce_to.append(("127.0.0.1", service.announcement_port))
         say(f"tcp 8080 is reachable at {event.external_address}:{event.mapping.external_port} "
             f"for {event.mapping.lifetime} s")
 

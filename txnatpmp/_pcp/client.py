@@ -72,11 +72,13 @@ _PLACEHOLDER = "::"
 class _Exchange:
     """One request and its transmissions, from queueing to its answer."""
 
-    __slots__ = ("kind", "template", "data", "deferred", "sent", "wait", "timer", "started")
+    __slots__ = ("kind", "template", "data", "deferred", "sent", "wait", "timer", "started",
+                 "schedule")
 
-    def __init__(self, kind: Kind, template: Template,
+    def __init__(self, kind: Kind, template: Template, schedule: PCPSchedule,
                  withdraw: Callable[[_Exchange], None]) -> None:
         self.kind = kind
+        self.schedule = schedule
         self.template = template  # the request without its client address
         self.data: bytes | None = None  # built at the first transmission, then sent unchanged
         self.deferred: Deferred[Any] = Deferred(lambda _: withdraw(self))
@@ -182,6 +184,8 @@ class PCPClient(DatagramProtocol):
         self._no_new_mappings: tuple[float, ResultError] | None = None
         self._update_observers: list[MappingUpdateObserver] = []
         self._announce_observers: list[AnnounceObserver] = []
+        #: The clock's time of the last well-formed datagram from the server, or C{None}.
+        self.last_heard: float | None = None
 
     def __repr__(self) -> str:
         return f"<PCPClient for {self.server}>"
@@ -193,16 +197,19 @@ class PCPClient(DatagramProtocol):
 
     # Public requests
 
-    def announce(self) -> Deferred[int]:
+    def announce(self, *, schedule: PCPSchedule | None = None) -> Deferred[int]:
         """
         Send a solicited ANNOUNCE (P33): fires with the server's epoch, or fails with
         L{UnsupportedVersion} (C{server_version} 0 for a NAT-PMP-only server).
+
+        @param schedule: Retransmissions for this request instead of the client's (as for
+            every request below).
         """
-        return self._submit("announce", AnnounceRequest(_PLACEHOLDER))
+        return self._submit("announce", AnnounceRequest(_PLACEHOLDER), schedule)
 
     def map_port(
         self, protocol: str, internal_port: int, external_port: int = 0,
-        lifetime: int = DEFAULT_LIFETIME,
+        lifetime: int = DEFAULT_LIFETIME, *, schedule: PCPSchedule | None = None,
     ) -> Deferred[Mapping]:
         """
         Create a mapping.  C{external_port} is only a suggestion (0 for any); the server decides
@@ -226,9 +233,10 @@ class PCPClient(DatagramProtocol):
         self._lifetimes[key] = lifetime
         template = MapRequest(nonce, PROTOCOL_NUMBERS[key[0]], internal_port, external_port,
                               unspecified_address(self.server.host), lifetime, _PLACEHOLDER)
-        return self._submit("create", template)
+        return self._submit("create", template, schedule)
 
-    def renew(self, mapping: Mapping, lifetime: int | None = None) -> Deferred[Mapping]:
+    def renew(self, mapping: Mapping, lifetime: int | None = None, *,
+              schedule: PCPSchedule | None = None) -> Deferred[Mapping]:
         """
         Renew C{mapping}, or create it again after the server lost it: the same MAP each time,
         with the mapping's nonce, suggesting its assigned port and address (P23, P27, P38).
@@ -245,9 +253,10 @@ class PCPClient(DatagramProtocol):
         template = MapRequest(nonce, PROTOCOL_NUMBERS[key[0]], mapping.internal_port,
                               mapping.external_port, address,
                               min(lifetime, MAX_REQUESTED_LIFETIME), _PLACEHOLDER)
-        return self._submit("renew", template)
+        return self._submit("renew", template, schedule)
 
-    def unmap_port(self, mapping: Mapping) -> Deferred[Mapping]:
+    def unmap_port(self, mapping: Mapping, *,
+                   schedule: PCPSchedule | None = None) -> Deferred[Mapping]:
         """
         Delete C{mapping} with its nonce (P29): suggested port 0, all-zero address, lifetime 0.
         A L{Mapping} rebuilt from a stored nonce works too.  Fires with the mapping as the
@@ -262,7 +271,12 @@ class PCPClient(DatagramProtocol):
                              f"{mapping.internal_port}, so it cannot be deleted")
         template = MapRequest(nonce, PROTOCOL_NUMBERS[key[0]], mapping.internal_port, 0,
                               unspecified_address(self.server.host), 0, _PLACEHOLDER)
-        return self._submit("delete", template)
+        return self._submit("delete", template, schedule)
+
+    @property
+    def mappings(self) -> list[Mapping]:
+        """The mappings the server granted this client, as last answered."""
+        return list(self._mappings.values())
 
     def nonce_for(self, protocol: str, internal_port: int) -> bytes | None:
         """The nonce this client uses for C{protocol}/C{internal_port}, if it drew one."""
@@ -343,13 +357,14 @@ class PCPClient(DatagramProtocol):
         error.retry_after = max(0.0, until - self._clock.seconds())
         return fail(error)
 
-    def _submit(self, kind: Kind, template: Template) -> Deferred[Any]:
+    def _submit(self, kind: Kind, template: Template,
+                schedule: PCPSchedule | None = None) -> Deferred[Any]:
         held = self._holds.get(template)
         if held is not None:
             if self._clock.seconds() < held[0]:
                 return self._refused(held[1], held[0])
             del self._holds[template]
-        exchange = _Exchange(kind, template, self._withdraw)
+        exchange = _Exchange(kind, template, schedule or self.schedule, self._withdraw)
         self._queue.append(exchange)
         self._send_next()
         return exchange.deferred
@@ -363,12 +378,12 @@ class PCPClient(DatagramProtocol):
 
     def _transmit(self, exchange: _Exchange) -> None:
         assert self.transport is not None
-        exchange.wait = self.schedule.next_wait(exchange.wait, self._rng)
+        exchange.wait = exchange.schedule.next_wait(exchange.wait, self._rng)
         elapsed = self._clock.seconds() - exchange.started
         exchange.sent += 1
         # The timer first: a transport may deliver the answer before write() returns.
         exchange.timer = self._clock.callLater(
-            self.schedule.cut(exchange.wait, elapsed), self._no_answer, exchange)
+            exchange.schedule.cut(exchange.wait, elapsed), self._no_answer, exchange)
         try:
             if exchange.data is None:
                 exchange.data = encode(evolve(exchange.template,
@@ -386,7 +401,7 @@ class PCPClient(DatagramProtocol):
     def _no_answer(self, exchange: _Exchange) -> None:
         exchange.timer = None
         waited = self._clock.seconds() - exchange.started
-        if self.schedule.exhausted(exchange.sent, waited):
+        if exchange.schedule.exhausted(exchange.sent, waited):
             self._finish(exchange, GatewayTimeout(self.server, exchange.sent, waited, "PCP"))
             return
         self.log.info(
@@ -434,6 +449,7 @@ class PCPClient(DatagramProtocol):
         except DecodeError as error:
             self.log.debug("Ignored a malformed datagram from the server: {error}", error=error)
             return
+        self.last_heard = self._clock.seconds()
         exchange = self._current
         if exchange is not None and exchange.answered_by(response):
             self._answer(exchange, response)
@@ -451,6 +467,8 @@ class PCPClient(DatagramProtocol):
             return
         assert isinstance(response, (AnnounceResponse, MapResponse))
         self.epoch.observe(response.epoch)  # P36: errors and ANNOUNCEs included
+        if exchange is not self._current:  # an epoch observer withdrew it
+            return
         if isinstance(response, AnnounceResponse):
             outcome: object = response.epoch
             if response.result:

@@ -1,14 +1,16 @@
 """
 L{MappingKeeper}: one mapping a service keeps, from its first request to its delete.
 
-It creates the mapping, renews it halfway through each granted lifetime (R15) and keeps trying
-through the rest of that lifetime when renewals are lost, says so when a lifetime runs out
+It creates the mapping, renews it when its protocol says (halfway through each granted lifetime
+for NAT-PMP, R15; at RFC 6887's points for PCP, P27) and keeps trying through the rest of that
+lifetime when renewals are lost, says so when a lifetime runs out
 anyway (C{EXPIRED}) and makes the mapping again, and retries refusals with backoff.  Whether
 the gateway as a whole answers is the link's business: a keeper reports what its requests met.
 """
 
 from __future__ import annotations
 
+import random
 from typing import Any, Protocol
 
 from twisted.internet.defer import CancelledError, Deferred
@@ -16,11 +18,11 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from .._client import NATPMPClient
 from .._errors import GatewayTimeout
+from .._mapper.shared import Mapper
 from .._events import EventKind, MappingEvent
 from .._results import Mapping
-from .._schedule import RetransmitSchedule, RetryBackoff
+from .._schedule import RetryBackoff
 from .._spec import MappingSpec
 
 
@@ -28,11 +30,11 @@ class KeeperHost(Protocol):
     """What a keeper needs from its service."""
 
     clock: Any
-    schedule: RetransmitSchedule
     retry: RetryBackoff
+    rng: random.Random
 
     @property
-    def client(self) -> NATPMPClient | None: ...
+    def mapper(self) -> Mapper | None: ...
 
     @property
     def may_send(self) -> bool: ...
@@ -45,6 +47,8 @@ class KeeperHost(Protocol):
     def timed_out(self, error: GatewayTimeout) -> bool: ...
 
     def check_address(self, max_age: float) -> None: ...
+
+    def saw_address(self, address: str | None) -> None: ...
 
     def tell(self, event: MappingEvent) -> None: ...
 
@@ -73,6 +77,7 @@ class MappingKeeper:
         self._recreating = False
         self._request: Deferred[Mapping] | None = None
         self._timer: IDelayedCall | None = None  # renewal or retry
+        self._renewals: list[float] = []  # when the next renewals are due (clock times)
         self._expiry: IDelayedCall | None = None
         self._failures = 0
         self._waiting: list[Deferred[Mapping]] = []
@@ -86,22 +91,21 @@ class MappingKeeper:
         return d
 
     def refresh(self) -> None:
-        """Create or renew now, suggesting the external port it has or had (R15)."""
-        client = self._host.client
-        if self._request is not None or client is None or not self._host.may_send:
+        """Create or renew now, suggesting the external port it has or had (R15, P23).  A
+        mapping made with another protocol than the mapper's is made again (P30)."""
+        mapper = self._host.mapper
+        if self._request is not None or mapper is None or not self._host.may_send:
             return
         self._cancel_timer()
         renewing = self.mapping
-        schedule = self._host.schedule
-        if renewing is not None:
-            schedule = schedule.within(self.expires_at - self._host.clock.seconds())
-        known = self.mapping or self.last
-        suggested = known.external_port if known is not None else self.spec.external_port
+        now = self._host.clock.seconds()
         self.unsettled = True
-        request = self._request = client.map_port(
-            self.spec.protocol, self.spec.internal_port, suggested, self.lifetime,
-            schedule=schedule,
-        )
+        if renewing is not None and renewing.method == mapper.method:
+            due = self._renewals[0] if self._renewals else self.expires_at
+            request = mapper.renew(renewing, self.lifetime, within=due - now)
+        else:
+            request = mapper.map(self.spec, self.lifetime, previous=self.mapping or self.last)
+        self._request = request
         request.addCallbacks(self._granted, self._failed)
         if renewing is not None:  # after the renewal in the queue: the address can wait
             self._host.check_address(renewing.lifetime / 2)
@@ -162,10 +166,14 @@ class MappingKeeper:
             kind = EventKind.RENEWED
         self._recreating = False
         self.mapping = self.last = mapping
+        self._host.saw_address(mapping.external_address)
         now = self._host.clock.seconds()
         self.granted_at, self.expires_at = now, now + mapping.lifetime
         self._cancel_timer()
-        self._timer = self._host.clock.callLater(mapping.lifetime / 2, self._renew)
+        mapper = self._host.mapper
+        times = mapper.renewal_times(mapping.lifetime, self._host.rng) if mapper else []
+        self._renewals = [now + t for t in times] or [now + mapping.lifetime / 2]
+        self._timer = self._host.clock.callLater(self._renewals[0] - now, self._renew)
         if self._expiry is not None and self._expiry.active():
             self._expiry.cancel()
         self._expiry = self._host.clock.callLater(mapping.lifetime, self._expired)
@@ -199,8 +207,13 @@ class MappingKeeper:
         if isinstance(error, GatewayTimeout):
             if not self._host.timed_out(error):
                 # Only this request was unlucky (the gateway answers others): keep trying, for
-                # a renewal through the rest of its lifetime.  Its schedule spaced the attempts.
-                self.refresh()
+                # a renewal through the rest of its lifetime, at its next renewal point if the
+                # protocol has one (P27), else at once: its schedule spaced the attempts.
+                later = self._renewals[0] - self._host.clock.seconds() if self._renewals else 0
+                if later > 0:
+                    self._timer = self._host.clock.callLater(later, self._renew)
+                else:
+                    self.refresh()
             return  # otherwise the gateway is silent: the link pauses every keeper and reports
         self._host.heard()
         self._failures += 1
@@ -215,6 +228,9 @@ class MappingKeeper:
 
     def _renew(self) -> None:
         self._timer = None
+        now = self._host.clock.seconds()
+        while self._renewals and self._renewals[0] <= now:
+            self._renewals.pop(0)
         self.refresh()
 
     def _retry(self) -> None:

@@ -1,7 +1,7 @@
 """
-L{GatewayLink}: a service's link to its gateway.  It finds the gateway, owns the (shared)
-client and the announcement listeners, knows the external address, and runs the actions of the
-state machine in L{txnatpmp._service.machine}.  What happens to each mapping is the keepers'
+L{GatewayLink}: a service's link to its gateway.  It finds the gateway, discovers which
+protocol it speaks, owns the (shared) mapper and the announcement listeners, knows the external
+address, and runs the actions of the state machine in L{txnatpmp._service.machine}.  What happens to each mapping is the keepers'
 business (L{txnatpmp._service.keeper}); the link tells them when to pause, resume or re-create.
 """
 
@@ -17,14 +17,19 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from .._announce import Announcement, AnnouncementListener, listen_for_announcements
-from .._client import NATPMPClient
 from .._errors import GatewayTimeout, ResultError
 from .._events import EventKind, MappingEvent
+from .._mapper.shared import (
+    Mapper,
+    acquire_mapper,
+    forget_verdict,
+    natpmp_verdict_until,
+    release_mapper,
+)
 from .._results import ExternalAddress
 from .._schedule import RetransmitSchedule, RetryBackoff
 from .._spec import Gateway, check_gateway
-from .._wire import ExternalAddressResponse
-from .clients import acquire_client, release_client
+from .._wire import ExternalAddressResponse, PCPAnnounce
 from .machine import Input, Machine, State
 
 #: What a gateway without a WAN link reports as its external address.
@@ -54,7 +59,7 @@ class GatewayLink:
     The gateway side of a L{txnatpmp.MappingService}.
 
     @ivar gateway: The gateway in use (C{None} until found).
-    @ivar client: The shared client while connected, else C{None}.
+    @ivar mapper: The shared mapper (the protocol the gateway speaks) while connected.
     @ivar external_address: The external address when known.
     """
 
@@ -67,6 +72,7 @@ class GatewayLink:
         finder: Finder | None,
         keepers: Keepers,
         *,
+        methods: Sequence[str],
         schedule: RetransmitSchedule,
         retry: RetryBackoff,
         rng: random.Random,
@@ -80,6 +86,7 @@ class GatewayLink:
         self._port = gateway.port if gateway is not None else None
         self._finder = finder
         self._keepers = keepers
+        self.methods = tuple(methods)
         self.schedule = schedule
         self._retry = retry
         self._random = rng
@@ -87,14 +94,16 @@ class GatewayLink:
         self._announce_ports = tuple(announce_ports)
         self._announce_group = announce_group
         self._announce_interface = announce_interface
-        self.client: NATPMPClient | None = None
+        self.mapper: Mapper | None = None
         self.external_address: str | None = None
         self._address_checked_at: float | None = None
         self._listeners: list[IListeningPort] = []
         self._timer: IDelayedCall | None = None
-        self._finding: Deferred[str] | None = None
-        self._found: Gateway | None = None
-        self._probe: Deferred[ExternalAddress] | None = None
+        self._finding: Deferred[Any] | None = None
+        self._found: Mapper | None = None
+        self._reconsidering: Deferred[Mapper] | None = None
+        self._reconsider_timer: IDelayedCall | None = None
+        self._probe: Deferred[Any] | None = None
         self._address_request: Deferred[ExternalAddress] | None = None
         self._failures = 0
         self._why: BaseException | None = None
@@ -110,7 +119,7 @@ class GatewayLink:
     @property
     def may_send(self) -> bool:
         """Whether keepers may send requests now."""
-        return self.state is State.CONNECTED and self.client is not None
+        return self.state is State.CONNECTED and self.mapper is not None
 
     @property
     def announcement_ports(self) -> list[int]:
@@ -136,11 +145,11 @@ class GatewayLink:
 
         @return: Whether the link took it as silence.
         """
-        client = self.client
-        if client is None:
+        mapper = self.mapper
+        if mapper is None:
             return False
-        heard = client.last_heard
-        if heard is not None and self._reactor.seconds() - heard < self.schedule.total:
+        heard = mapper.last_heard
+        if heard is not None and self._reactor.seconds() - heard < mapper.silence_after:
             return False
         self._why = error
         self._machine.feed(Input.SILENCE)
@@ -149,6 +158,8 @@ class GatewayLink:
     def check_address(self, max_age: float) -> None:
         """Ask for the external address again if the last answer is older than C{max_age}: a
         missed or forged announcement heals within a renewal cycle."""
+        if self.mapper is not None and self.mapper.reports_address:
+            return  # each renewal's answer carries it
         checked = self._address_checked_at
         if checked is None or self._reactor.seconds() - checked >= max_age:
             self._fetch_address()
@@ -157,25 +168,21 @@ class GatewayLink:
 
     def find(self) -> None:
         if self._finder is None:
-            self._machine.feed(Input.FOUND_NEW)
+            assert self.gateway is not None
+            self._discover(self.gateway)
             return
         self._look_for_gateway()
 
     def connect(self) -> None:
-        if self._found is not None:
-            self.gateway, self._found = self._found, None
-        assert self.gateway is not None
-        try:
-            self.client = acquire_client(self._reactor, self.gateway, self.schedule)
-        except CannotListenError as error:  # no UDP port at all: try again later
-            self.log.warn("Cannot open a UDP port: {error}", error=error)
-            self._why = error
-            self._machine.feed(Input.SILENCE)
-            return
-        self.client.epoch.add_observer(self._state_lost)
+        assert self._found is not None
+        self.mapper, self._found = self._found, None
+        self.gateway = self.mapper.gateway
+        self.mapper.add_state_lost_observer(self._state_lost)
         self._listen_for_announcements()
         self._failures = 0
-        self._fetch_address()
+        self._arm_reconsider()
+        if not self.mapper.reports_address:
+            self._fetch_address()
         self._keepers.refresh_all()
 
     def back_off(self) -> None:
@@ -184,7 +191,7 @@ class GatewayLink:
         why = self._why
         if why is None:
             why = GatewayTimeout(self.gateway or Gateway("0.0.0.0"), 0, 0.0)
-        looking = self._finder is not None and self.client is None
+        looking = self._finder is not None and self.mapper is None
         self.log.warn("{error}; {what} in {delay:g} s", error=_message(why),
                       what="looking again" if looking else "asking again", delay=delay)
         self._wait(delay)
@@ -195,24 +202,37 @@ class GatewayLink:
         self.back_off()
 
     def probe(self) -> None:
-        if self._finder is None:
-            self._machine.feed(Input.FOUND_SAME)
-        else:
+        if self._finder is not None:
             self._look_for_gateway()  # the network may have changed (R20)
+        elif self.mapper is None:
+            assert self.gateway is not None
+            self._discover(self.gateway)  # it never answered: which protocol, if any?
+        else:
+            self._machine.feed(Input.FOUND_SAME)
 
     def send_probe(self) -> None:
-        assert self.client is not None
-        probe = self._probe = self.client.get_external_address()
+        assert self.mapper is not None
+        probe = self._probe = self.mapper.probe()
         probe.addCallbacks(self._probe_answered, self._probe_failed)
 
     def move(self) -> None:
         assert self._found is not None
-        self.log.warn("The default gateway is now {new} (was {old}): moving {count} mappings "
-                      "there", new=self._found.host, old=self.gateway and self.gateway.host,
-                      count=self._keepers.count())
+        new, old = self._found, self.mapper
+        if old is None:
+            self.log.info("Gateway {gateway} answers {method}", gateway=new.gateway.host,
+                          method=_NAMES[new.method])
+        elif new.gateway == old.gateway:
+            self.log.warn("Gateway {gateway} now answers {new}: moving {count} mappings from "
+                          "{old}", gateway=new.gateway.host, new=_NAMES[new.method],
+                          old=_NAMES[old.method], count=self._keepers.count())
+        else:
+            self.log.warn("The default gateway is now {new} (was {old}): moving {count} "
+                          "mappings there", new=new.gateway.host,
+                          old=self.gateway and self.gateway.host, count=self._keepers.count())
+            self.external_address = None
+            self._address_checked_at = None
+        self._keepers.pause_all(None)
         self._close()
-        self.external_address = None
-        self._address_checked_at = None
         self.connect()
 
     def resume(self) -> None:
@@ -243,20 +263,28 @@ class GatewayLink:
 
     def recover(self) -> None:
         self._failures = 0
-        self._fetch_address()
+        if self.mapper is not None and not self.mapper.reports_address:
+            self._fetch_address()
         self._keepers.recreate_all()
 
     def cancel_all(self) -> None:
         self._cancel_timer()
         self._cancel_probe()
         self._cancel_address_request()
-        if self._finding is not None:
-            finding, self._finding = self._finding, None
-            finding.cancel()
+        for pending in (self._finding, self._reconsidering):
+            if pending is not None:
+                pending.cancel()
+        self._finding = self._reconsidering = None
         self._keepers.pause_all(None)
 
     def close(self) -> None:
         self._close()
+
+    def drop_found(self) -> None:
+        """A mapper found too late to be of use (stopping, recovering...): give it back."""
+        found, self._found = self._found, None
+        if found is not None:
+            release_mapper(self._reactor, found)
 
     # Machine plumbing
 
@@ -279,12 +307,26 @@ class GatewayLink:
             self._why = error
             self._machine.feed(Input.NOT_FOUND)
             return
-        if found == self.gateway and self.client is not None:
+        if found == self.gateway and self.mapper is not None:
             self._machine.feed(Input.FOUND_SAME)
             return
         if self.gateway is None:
             self.log.info("Found gateway {gateway}", gateway=found.host)
-        self._found = found
+        self._discover(found)
+
+    def _discover(self, gateway: Gateway) -> None:
+        """Which protocol does C{gateway} speak?  Then it is found (or not)."""
+        finding = self._finding = acquire_mapper(self._reactor, gateway, self.methods,
+                                                 self.schedule)
+        finding.addCallbacks(self._discovered, self._gateway_not_found)
+
+    def _discovered(self, mapper: Mapper) -> None:
+        self._finding = None
+        if mapper is self.mapper:
+            release_mapper(self._reactor, mapper)  # the reference we hold already
+            self._machine.feed(Input.FOUND_SAME)
+            return
+        self._found = mapper
         self._machine.feed(Input.FOUND_NEW)
 
     def _gateway_not_found(self, failure: Failure) -> None:
@@ -293,6 +335,47 @@ class GatewayLink:
             return
         self._why = failure.value
         self._machine.feed(Input.NOT_FOUND)
+
+    # Trying PCP again after a NAT-PMP verdict (P43)
+
+    def _arm_reconsider(self) -> None:
+        self._cancel_reconsider()
+        mapper = self.mapper
+        if mapper is None or mapper.method != "natpmp" or "pcp" not in self.methods:
+            return
+        until = natpmp_verdict_until(self._reactor, mapper.gateway)
+        delay = 0.0 if until is None else until - self._reactor.seconds()
+        self._reconsider_timer = self._reactor.callLater(delay, self._reconsider)
+
+    def _reconsider(self) -> None:
+        self._reconsider_timer = None
+        if self.state is not State.CONNECTED or self.mapper is None:
+            return
+        asking = self._reconsidering = acquire_mapper(self._reactor, self.mapper.gateway,
+                                                      self.methods, self.schedule)
+
+        def answered(mapper: Mapper) -> None:
+            self._reconsidering = None
+            if mapper is self.mapper or self.state is not State.CONNECTED:
+                release_mapper(self._reactor, mapper)
+                self._arm_reconsider()
+                return
+            self._found = mapper
+            self._machine.feed(Input.FOUND_NEW)
+
+        def failed(failure: Failure) -> None:
+            self._reconsidering = None
+            if not isinstance(failure.value, CancelledError):
+                self.log.debug("Asking {gateway} for PCP again failed: {error}",
+                               gateway=self._host(), error=failure.getErrorMessage())
+                self._arm_reconsider()
+
+        asking.addCallbacks(answered, failed)
+
+    def _cancel_reconsider(self) -> None:
+        if self._reconsider_timer is not None and self._reconsider_timer.active():
+            self._reconsider_timer.cancel()
+        self._reconsider_timer = None
 
     # Probing and the address
 
@@ -312,9 +395,9 @@ class GatewayLink:
         self._machine.feed(Input.SILENCE)
 
     def _fetch_address(self) -> None:
-        if self.client is None or self._address_request is not None:
+        if self.mapper is None or self._address_request is not None:
             return
-        request = self._address_request = self.client.get_external_address()
+        request = self._address_request = self.mapper.external_address()
         request.addCallbacks(self._address_answered, self._address_failed)
 
     def _address_answered(self, address: ExternalAddress) -> None:
@@ -333,6 +416,12 @@ class GatewayLink:
         self._machine.feed(Input.HEARD)
         self.log.warn("Could not learn the external address: {error}",
                       error=failure.getErrorMessage())
+
+    def saw_address(self, address: str | None) -> None:
+        """A mapping's answer carried the external address (PCP)."""
+        if address:
+            self._address_checked_at = self._reactor.seconds()
+            self._set_address(address)
 
     def _set_address(self, address: str) -> None:
         if address == NO_ADDRESS:
@@ -365,16 +454,24 @@ class GatewayLink:
                               port=port, error=error)
 
     def _announced(self, announcement: Announcement) -> None:
-        """R20-R23: check the epoch, follow the address, and take it as news from the gateway."""
-        if self.client is None:
+        """R20-R23, P34, P43: check the epoch, follow the address, take it as news from the
+        gateway; a NAT-PMP verdict is dropped, and a PCP ANNOUNCE says PCP is there."""
+        mapper = self.mapper
+        if mapper is None:
             return
-        self.client.epoch.observe(announcement.epoch)
+        mapper.observe_announcement(announcement.epoch)
         if isinstance(announcement, ExternalAddressResponse) and announcement.result == 0:
             self._set_address(announcement.address)
         self._machine.feed(Input.HEARD)
+        if mapper is self.mapper and mapper.method == "natpmp" and "pcp" in self.methods:
+            forget_verdict(self._reactor, mapper.gateway)
+            if isinstance(announcement, PCPAnnounce) and self._reconsidering is None:
+                self._reconsider()
 
     def _state_lost(self, received: int, expected: float) -> None:
         self._lost = (received, expected)
+        if self.mapper is not None:
+            forget_verdict(self._reactor, self.mapper.gateway)  # a new epoch (P43)
         self._machine.feed(Input.STATE_LOST)
 
     # Timers and closing
@@ -407,13 +504,17 @@ class GatewayLink:
         for listener in self._listeners:
             listener.stopListening()
         self._listeners.clear()
-        client, self.client = self.client, None
-        if client is not None:
-            client.epoch.remove_observer(self._state_lost)
-            release_client(self._reactor, client)
+        self._cancel_reconsider()
+        mapper, self.mapper = self.mapper, None
+        if mapper is not None:
+            mapper.remove_state_lost_observer(self._state_lost)
+            release_mapper(self._reactor, mapper)
 
     def _host(self) -> str:
         return self.gateway.host if self.gateway is not None else "?"
+
+
+_NAMES = {"natpmp": "NAT-PMP", "pcp": "PCP", "upnp": "UPnP-IGD"}
 
 
 def _message(error: BaseException) -> str:

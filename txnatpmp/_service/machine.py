@@ -50,7 +50,7 @@ S, I = State, Input
 TRANSITIONS: dict[tuple[State, Input], tuple[State, str]] = {
     # Not started.
     (S.IDLE, I.START): (S.FINDING, "find"),
-    (S.IDLE, I.FOUND_NEW): (S.IDLE, IGNORE),
+    (S.IDLE, I.FOUND_NEW): (S.IDLE, "drop_found"),
     (S.IDLE, I.FOUND_SAME): (S.IDLE, IGNORE),
     (S.IDLE, I.NOT_FOUND): (S.IDLE, IGNORE),
     (S.IDLE, I.HEARD): (S.IDLE, IGNORE),
@@ -62,8 +62,8 @@ TRANSITIONS: dict[tuple[State, Input], tuple[State, str]] = {
     # Looking for the gateway at start: nothing else can have happened yet.
     (S.FINDING, I.START): (S.FINDING, IGNORE),
     (S.FINDING, I.FOUND_NEW): (S.CONNECTED, "connect"),
-    (S.FINDING, I.FOUND_SAME): (S.CONNECTED, "connect"),
-    (S.FINDING, I.NOT_FOUND): (S.SILENT, "back_off"),
+    (S.FINDING, I.FOUND_SAME): (S.FINDING, IGNORE),  # nothing to be the same as yet
+    (S.FINDING, I.NOT_FOUND): (S.SILENT, "fall_silent"),  # callers waiting hear why
     (S.FINDING, I.HEARD): (S.FINDING, IGNORE),
     (S.FINDING, I.SILENCE): (S.FINDING, IGNORE),
     (S.FINDING, I.STATE_LOST): (S.FINDING, IGNORE),
@@ -72,7 +72,7 @@ TRANSITIONS: dict[tuple[State, Input], tuple[State, str]] = {
     (S.FINDING, I.DELETED): (S.FINDING, IGNORE),
     # Talking to the gateway.
     (S.CONNECTED, I.START): (S.CONNECTED, IGNORE),
-    (S.CONNECTED, I.FOUND_NEW): (S.CONNECTED, IGNORE),
+    (S.CONNECTED, I.FOUND_NEW): (S.CONNECTED, "move"),  # the gateway speaks PCP now
     (S.CONNECTED, I.FOUND_SAME): (S.CONNECTED, IGNORE),
     (S.CONNECTED, I.NOT_FOUND): (S.CONNECTED, IGNORE),
     (S.CONNECTED, I.HEARD): (S.CONNECTED, IGNORE),
@@ -83,7 +83,7 @@ TRANSITIONS: dict[tuple[State, Input], tuple[State, str]] = {
     (S.CONNECTED, I.DELETED): (S.CONNECTED, IGNORE),
     # Silent: one wait (with backoff) before the next probe.  An announcement ends it early.
     (S.SILENT, I.START): (S.SILENT, IGNORE),
-    (S.SILENT, I.FOUND_NEW): (S.SILENT, IGNORE),
+    (S.SILENT, I.FOUND_NEW): (S.SILENT, "drop_found"),
     (S.SILENT, I.FOUND_SAME): (S.SILENT, IGNORE),
     (S.SILENT, I.NOT_FOUND): (S.SILENT, IGNORE),
     (S.SILENT, I.HEARD): (S.CONNECTED, "resume"),
@@ -105,7 +105,7 @@ TRANSITIONS: dict[tuple[State, Input], tuple[State, str]] = {
     (S.PROBING, I.DELETED): (S.PROBING, IGNORE),
     # R19: the random wait runs to its end whatever is heard meanwhile.
     (S.RECOVERING, I.START): (S.RECOVERING, IGNORE),
-    (S.RECOVERING, I.FOUND_NEW): (S.RECOVERING, IGNORE),
+    (S.RECOVERING, I.FOUND_NEW): (S.RECOVERING, "drop_found"),
     (S.RECOVERING, I.FOUND_SAME): (S.RECOVERING, IGNORE),
     (S.RECOVERING, I.NOT_FOUND): (S.RECOVERING, IGNORE),
     (S.RECOVERING, I.HEARD): (S.RECOVERING, IGNORE),
@@ -116,7 +116,7 @@ TRANSITIONS: dict[tuple[State, Input], tuple[State, str]] = {
     (S.RECOVERING, I.DELETED): (S.RECOVERING, IGNORE),
     # Stopping: only the end of the deletes matters.
     (S.STOPPING, I.START): (S.STOPPING, IGNORE),
-    (S.STOPPING, I.FOUND_NEW): (S.STOPPING, IGNORE),
+    (S.STOPPING, I.FOUND_NEW): (S.STOPPING, "drop_found"),
     (S.STOPPING, I.FOUND_SAME): (S.STOPPING, IGNORE),
     (S.STOPPING, I.NOT_FOUND): (S.STOPPING, IGNORE),
     (S.STOPPING, I.HEARD): (S.STOPPING, IGNORE),
@@ -127,7 +127,7 @@ TRANSITIONS: dict[tuple[State, Input], tuple[State, str]] = {
     (S.STOPPING, I.DELETED): (S.STOPPED, "close"),
     # Stopped: a service may be started again.
     (S.STOPPED, I.START): (S.FINDING, "find"),
-    (S.STOPPED, I.FOUND_NEW): (S.STOPPED, IGNORE),
+    (S.STOPPED, I.FOUND_NEW): (S.STOPPED, "drop_found"),
     (S.STOPPED, I.FOUND_SAME): (S.STOPPED, IGNORE),
     (S.STOPPED, I.NOT_FOUND): (S.STOPPED, IGNORE),
     (S.STOPPED, I.HEARD): (S.STOPPED, IGNORE),

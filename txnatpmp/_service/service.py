@@ -10,19 +10,19 @@ observer of the events.
 from __future__ import annotations
 
 import random
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.logger import Logger
 
-from .._client import NATPMPClient
 from .._errors import GatewayTimeout
 from .._events import EventKind, MappingEvent
 from .._gateway import find_gateway
+from .._mapper.shared import Mapper, check_methods
 from .._reactor import global_reactor
 from .._results import Mapping
-from .._schedule import DELETE_SCHEDULE, RFC_SCHEDULE, RetransmitSchedule, RetryBackoff
+from .._schedule import RFC_SCHEDULE, RetransmitSchedule, RetryBackoff
 from .._spec import DEFAULT_LIFETIME, Gateway, MappingSpec, check_gateway, parse_lifetime, parse_spec
 from .._wire import ANNOUNCE_GROUP, ANNOUNCE_PORT, SERVER_PORT, check_protocol
 from .keeper import MappingKeeper
@@ -54,6 +54,7 @@ class MappingService(Service):
         gateway_port: int = SERVER_PORT,
         reactor: Any = None,
         *,
+        methods: Sequence[str] | str = "auto",
         lifetime: int = DEFAULT_LIFETIME,
         status_file: str | None = None,
         announcements: bool = True,
@@ -71,6 +72,8 @@ class MappingService(Service):
             L{find_gateway} on start if C{None}, and looked for again whenever it falls silent,
             so the service follows a change of network.
         @param reactor: Provides time, UDP and multicast; the global reactor by default.
+        @param methods: The protocols to use, best first: C{"auto"} (PCP, then NAT-PMP, as
+            the gateway answers) or some of C{"pcp"}, C{"natpmp"}.
         @param lifetime: Lifetime requested for mappings added without one.
         @param status_file: If given, the current mappings are written there as JSON, atomically,
             after every change.
@@ -86,10 +89,12 @@ class MappingService(Service):
         if isinstance(gateway, tuple):
             gateway, gateway_port = gateway
         fixed = check_gateway(gateway, gateway_port) if gateway is not None else None
+        chosen = check_methods(methods)
         self.clock = reactor if reactor is not None else global_reactor()
         self.lifetime = parse_lifetime(lifetime)
         self.schedule = schedule
         self.retry = retry
+        self.rng = rng or random.Random()
         if not stop_timeout > 0:
             raise ValueError(f"stop_timeout must be positive, not {stop_timeout!r}")
         self.stop_timeout = stop_timeout
@@ -101,7 +106,7 @@ class MappingService(Service):
             self._observers.append(self._status)
         self._link = GatewayLink(
             self.clock, fixed, None if fixed is not None else gateway_finder, self,
-            schedule=schedule, retry=retry, rng=rng or random.Random(),
+            methods=chosen, schedule=schedule, retry=retry, rng=self.rng,
             announcements=announcements,
             announce_ports=(announce_port, SERVER_PORT), announce_group=announce_group,
             announce_interface=announce_interface,
@@ -121,9 +126,20 @@ class MappingService(Service):
         return self._link.state
 
     @property
-    def client(self) -> NATPMPClient | None:
-        """The (shared) client talking to the gateway, while connected."""
-        return self._link.client
+    def mapper(self) -> Mapper | None:
+        """The (shared) mapper talking to the gateway, while connected: its C{method} says
+        which protocol the gateway speaks."""
+        return self._link.mapper
+
+    @property
+    def client(self) -> Any:
+        """The protocol client under the mapper (a NATPMPClient or PCPClient), if connected."""
+        mapper = self._link.mapper
+        return mapper.client if mapper is not None else None
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        return self._link.methods
 
     @property
     def external_address(self) -> str | None:
@@ -202,11 +218,10 @@ class MappingService(Service):
             raise ValueError(f"{wanted.protocol} {wanted.internal_port} is not kept")
         keeper.stop()
         keeper.fail_waiting(CancelledError(f"{wanted} was removed"))
-        client = self._link.client
-        if client is None or not keeper.needs_delete:
+        mapper = self._link.mapper
+        if mapper is None or not keeper.needs_delete:
             return succeed(None)
-        deleted = client.unmap_port(wanted.protocol, wanted.internal_port,
-                                    schedule=DELETE_SCHEDULE)
+        deleted = mapper.delete(wanted, keeper.mapping)
         return deleted.addCallback(lambda _: self._removed(keeper))
 
     # Service
@@ -232,11 +247,11 @@ class MappingService(Service):
         return stopping
 
     async def _delete_all(self, answering: bool) -> None:
-        client = self._link.client
+        mapper = self._link.mapper
         held = [k for k in self._keepers.values()
                 if k.mapping is not None or (answering and k.unsettled)]
-        if client is not None:
-            await delete_all(held, client, self.clock, self.stop_timeout, self._removed)
+        if mapper is not None:
+            await delete_all(held, mapper, self.clock, self.stop_timeout, self._removed)
         for keeper in self._keepers.values():
             keeper.stop()
             keeper.fail_waiting(CancelledError("the service stopped"))
@@ -268,6 +283,9 @@ class MappingService(Service):
 
     def check_address(self, max_age: float) -> None:
         self._link.check_address(max_age)
+
+    def saw_address(self, address: str | None) -> None:
+        self._link.saw_address(address)
 
     def count(self) -> int:
         return len(self._keepers)

@@ -15,10 +15,8 @@ from typing import Any, Callable, Iterable
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 
-from .._client import NATPMPClient
 from .._errors import GatewayTimeout, NATPMPError
-from .._results import Mapping
-from .._schedule import DELETE_SCHEDULE
+from .._mapper.shared import Mapper
 from .keeper import MappingKeeper
 
 #: Seconds a service's stop may spend deleting, by default.
@@ -31,7 +29,7 @@ log = Logger(namespace="txnatpmp._service")
 
 async def delete_all(
     keepers: Iterable[MappingKeeper],
-    client: NATPMPClient,
+    mapper: Mapper,
     clock: Any,
     budget: float,
     removed: Callable[[MappingKeeper], None],
@@ -50,8 +48,7 @@ async def delete_all(
             break
         keeper = waiting.popleft()
         try:
-            await _within(client.unmap_port(keeper.spec.protocol, keeper.spec.internal_port,
-                                            schedule=DELETE_SCHEDULE.within(left)), left, clock)
+            await _within(mapper.delete(keeper.spec, keeper.mapping, within=left), left, clock)
         except GatewayTimeout:
             waiting.append(keeper)  # lost under loss, perhaps: again after the others
             unanswered += 1
@@ -75,7 +72,7 @@ async def delete_all(
                  count=len(waiting), why=why)
 
 
-def _within(request: Deferred[Mapping], seconds: float, clock: Any) -> Deferred[Mapping]:
+def _within(request: Deferred[Any], seconds: float, clock: Any) -> Deferred[Any]:
     """C{request}, cancelled if it has not finished after C{seconds}."""
     timer = clock.callLater(seconds, request.cancel)
 

@@ -1,0 +1,111 @@
+"""
+L{PCPMapper}: PCP (RFC 6887) behind L{IPortMapper}.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any, Callable
+
+from attrs import evolve
+from twisted.internet.defer import Deferred, succeed
+from zope.interface import implementer
+
+from .._pcp.client import PCPClient
+from .._pcp.schedule import PCPSchedule, renewal_delay
+from .._results import ExternalAddress, Mapping
+from .._spec import Gateway, MappingSpec
+from .interface import IPortMapper
+
+#: The service's PCP requests give up after this long (RFC 6887 lets them retransmit forever;
+#: a keeper needs an end to tell a silent gateway), as NAT-PMP's do after about 128 s.
+GIVE_UP_AFTER = 128.0
+#: Deletes give up sooner, as NAT-PMP's (R17).
+DELETE_GIVE_UP_AFTER = 7.0
+
+
+@implementer(IPortMapper)
+class PCPMapper:
+    """
+    Maps through a L{PCPClient}: each mapping keeps its nonce for renewals, re-creation and
+    delete (P22, P38); renewals at the points RFC 6887 section 11.2.1 gives (P27).
+    """
+
+    method = "pcp"
+    reports_address = True  #: every MAP answer carries the external address (P25)
+
+    def __init__(self, client: PCPClient, give_up_after: float = GIVE_UP_AFTER) -> None:
+        self.client = client
+        self.gateway = Gateway(*client.server)
+        self._give_up_after = give_up_after
+
+    def __repr__(self) -> str:
+        return f"<PCPMapper for {self.gateway}>"
+
+    @property
+    def last_heard(self) -> float | None:
+        return self.client.last_heard
+
+    @property
+    def silence_after(self) -> float:
+        return self._give_up_after
+
+    def _schedule(self, within: float | None, limit: float | None = None) -> PCPSchedule:
+        duration = self._give_up_after if limit is None else limit
+        if within is not None:
+            duration = min(duration, max(within, 0.001))
+        return evolve(self.client.schedule, max_duration=duration)
+
+    def map(self, spec: MappingSpec, lifetime: int, previous: Mapping | None = None,
+            within: float | None = None) -> Deferred[Mapping]:
+        if previous is not None and previous.method == "pcp" and previous.nonce is not None:
+            # The same MAP as a renewal: its nonce, suggesting its port and address (P38).
+            return self.client.renew(previous, lifetime, schedule=self._schedule(within))
+        suggested = previous.external_port if previous is not None else spec.external_port
+        return self.client.map_port(spec.protocol, spec.internal_port, suggested, lifetime,
+                                    schedule=self._schedule(within))
+
+    def renew(self, mapping: Mapping, lifetime: int,
+              within: float | None = None) -> Deferred[Mapping]:
+        return self.client.renew(mapping, lifetime, schedule=self._schedule(within))
+
+    def delete(self, spec: MappingSpec, mapping: Mapping | None = None,
+               within: float | None = None) -> Deferred[Any]:
+        if mapping is None or mapping.method != "pcp" or mapping.nonce is None:
+            nonce = self.client.nonce_for(spec.protocol, spec.internal_port)
+            if nonce is None:
+                return succeed(None)  # never asked for through PCP: nothing to delete here
+            mapping = Mapping(spec.protocol, spec.internal_port, 0, 0, 0, "pcp", nonce=nonce)
+        return self.client.unmap_port(mapping,
+                                      schedule=self._schedule(within, DELETE_GIVE_UP_AFTER))
+
+    def external_address(self) -> Deferred[ExternalAddress]:
+        """P31: PCP has no address request; a mapping's answer carries the address.  Without
+        one, nothing is known (the command maps a port it owns for a moment instead)."""
+        for mapping in self.client.mappings:
+            if mapping.external_address:
+                return succeed(ExternalAddress(mapping.external_address, mapping.epoch))
+        return succeed(ExternalAddress("0.0.0.0", self.client.epoch.last_epoch or 0))
+
+    def probe(self) -> Deferred[Any]:
+        """A solicited ANNOUNCE (P33): is the server there, and its epoch."""
+        return self.client.announce(schedule=self._schedule(None))
+
+    def renewal_times(self, lifetime: float, rng: random.Random) -> list[float]:
+        times: list[float] = []
+        attempt = 0
+        while True:
+            at = renewal_delay(lifetime, attempt, rng, times[-1] if times else None)
+            if at is None:
+                return times
+            times.append(at)
+            attempt += 1
+
+    def observe_announcement(self, epoch: int) -> None:
+        self.client.observe_announce(epoch)
+
+    def add_state_lost_observer(self, observer: Callable[[int, float], None]) -> None:
+        self.client.epoch.add_observer(observer)
+
+    def remove_state_lost_observer(self, observer: Callable[[int, float], None]) -> None:
+        self.client.epoch.remove_observer(observer)

@@ -1,0 +1,203 @@
+"""
+One mapper, so one request queue, per gateway per reactor in a process, chosen by discovery.
+
+Discovery (RFC 6886 section 1.1, RFC 6887 section 9 and appendix A; P42-P46): one PCP
+ANNOUNCE to the gateway.  A PCP answer means PCP.  A version-0 "unsupported version" answer
+means a NAT-PMP-only server: NAT-PMP, and that verdict is remembered for 30 minutes (or until
+L{forget_verdict}: an announcement, a new epoch, a change of network), then PCP is tried again.
+Every front end in the process shares what this module hands out: two endpoints never probe
+twice, nor have two requests in flight at one gateway.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence, Union
+from weakref import WeakKeyDictionary
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IListeningPort
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from .._client import NATPMPClient
+from .._errors import ResultError, UnsupportedVersion
+from .._pcp.client import PCPClient
+from .._pcp.schedule import PCPSchedule
+from .._schedule import RetransmitSchedule
+from .._spec import Gateway
+from .natpmp import NATPMPMapper
+from .pcp import PCPMapper
+
+Mapper = Union[NATPMPMapper, PCPMapper]
+
+#: Every method, in the order C{auto} prefers them.
+METHODS = ("pcp", "natpmp")
+#: How long a NAT-PMP-only verdict stands before PCP is tried again (RFC 6887 section 9).
+VERDICT_MEMORY = 1800.0
+#: The discovery probe: an ANNOUNCE retransmitted after 1 s, given up after 3 s.
+PROBE_SCHEDULE = PCPSchedule(initial=1.0, max_duration=3.0)
+
+log = Logger(namespace="txnatpmp._mapper")
+
+
+class _Shared:
+    __slots__ = ("key", "mapper", "port", "users", "current")
+
+    def __init__(self, key: _Key, mapper: Mapper, port: IListeningPort) -> None:
+        self.key = key
+        self.mapper = mapper
+        self.port = port
+        self.users = 0
+        self.current = True  # what the next acquire of its key gets
+
+
+_Key = tuple[Gateway, tuple[str, ...]]
+_shared: WeakKeyDictionary[Any, list[_Shared]] = WeakKeyDictionary()
+_discovering: WeakKeyDictionary[Any, dict[_Key, list[Deferred[Mapper]]]] = WeakKeyDictionary()
+_verdicts: WeakKeyDictionary[Any, dict[Gateway, float]] = WeakKeyDictionary()
+
+
+def check_methods(methods: Sequence[str] | str) -> tuple[str, ...]:
+    """
+    The methods to try, in order: C{"auto"} or a sequence of C{"pcp"}, C{"natpmp"}.
+
+    @raise ValueError: for anything else, before anything is sent.
+    """
+    if isinstance(methods, str):
+        methods = METHODS if methods == "auto" else (methods,)
+    chosen = tuple(methods)
+    unknown = [m for m in chosen if m not in METHODS]
+    if not chosen or unknown or len(set(chosen)) != len(chosen):
+        raise ValueError(f"methods must be 'auto' or some of {', '.join(METHODS)}, "
+                         f"not {methods!r}")
+    return tuple(m for m in METHODS if m in chosen)
+
+
+def acquire_mapper(
+    reactor: Any, gateway: Gateway, methods: Sequence[str], schedule: RetransmitSchedule
+) -> Deferred[Mapper]:
+    """
+    The mapper for C{gateway} with the best of C{methods} it speaks; made (and discovered) on
+    first use, shared after.  A NAT-PMP mapper whose verdict has run out (or was forgotten) is
+    discovered again: PCP may be there now.  Each success must be matched by one
+    L{release_mapper}.
+
+    Fails with L{txnatpmp.GatewayTimeout} when the gateway answers no probe.
+    """
+    key = (gateway, tuple(methods))
+    shared = _current(reactor, key)
+    if shared is not None and not _worth_asking_again(reactor, shared):
+        shared.users += 1
+        return succeed(shared.mapper)
+    waiter: Deferred[Mapper] = Deferred()
+    pending = _discovering.setdefault(reactor, {})
+    if key in pending:  # one discovery per gateway at a time, whoever asks
+        pending[key].append(waiter)
+        return waiter
+    waiters = pending[key] = [waiter]
+
+    def hand_out(result: _Shared | Failure) -> None:
+        del pending[key]
+        for each in waiters:
+            if each.called:  # cancelled meanwhile
+                continue
+            if isinstance(result, Failure):
+                each.errback(result)
+            else:
+                result.users += 1
+                each.callback(result.mapper)
+        if not isinstance(result, Failure) and result.users == 0:  # nobody wants it now
+            _close(reactor, result)
+
+    Deferred.fromCoroutine(_discover(reactor, key, schedule)).addBoth(hand_out)
+    return waiter
+
+
+def release_mapper(reactor: Any, mapper: Mapper) -> None:
+    """Give back a mapper from L{acquire_mapper}; the last user's release closes its port."""
+    entries = _shared.get(reactor, [])
+    for shared in entries:
+        if shared.mapper is mapper:
+            shared.users -= 1
+            if shared.users <= 0:
+                _close(reactor, shared)
+            return
+
+
+def mappers_in_use(reactor: Any) -> int:
+    """How many shared mappers are open on C{reactor} (for tests and resource checks)."""
+    return len(_shared.get(reactor, []))
+
+
+def forget_verdict(reactor: Any, gateway: Gateway) -> None:
+    """Drop a remembered "NAT-PMP only" for C{gateway}: the next discovery tries PCP."""
+    _verdicts.get(reactor, {}).pop(gateway, None)
+
+
+def natpmp_verdict_until(reactor: Any, gateway: Gateway) -> float | None:
+    """When a remembered "NAT-PMP only" for C{gateway} runs out, if one stands."""
+    until = _verdicts.get(reactor, {}).get(gateway)
+    if until is not None and until <= reactor.seconds():
+        forget_verdict(reactor, gateway)
+        return None
+    return until
+
+
+def _current(reactor: Any, key: _Key) -> _Shared | None:
+    return next((s for s in _shared.get(reactor, []) if s.key == key and s.current), None)
+
+
+def _worth_asking_again(reactor: Any, shared: _Shared) -> bool:
+    gateway, methods = shared.key
+    return (shared.mapper.method == "natpmp" and "pcp" in methods
+            and natpmp_verdict_until(reactor, gateway) is None)
+
+
+async def _discover(reactor: Any, key: _Key, schedule: RetransmitSchedule) -> _Shared:
+    gateway, methods = key
+    if "pcp" in methods and ("natpmp" not in methods
+                             or natpmp_verdict_until(reactor, gateway) is None):
+        client = PCPClient(gateway.host, gateway.port, reactor)
+        port = reactor.listenUDP(0, client)
+        try:
+            if "natpmp" in methods:
+                await client.announce(schedule=PROBE_SCHEDULE)
+        except UnsupportedVersion as error:
+            port.stopListening()
+            if error.server_version not in (0, None):
+                log.warn("{gateway} speaks PCP version {version}, which txnatpmp does not: "
+                         "trying NAT-PMP", gateway=gateway.host, version=error.server_version)
+            else:
+                log.info("{gateway} speaks NAT-PMP, not PCP: using NAT-PMP for {minutes} "
+                         "minutes before asking again", gateway=gateway.host,
+                         minutes=int(VERDICT_MEMORY / 60))
+            _verdicts.setdefault(reactor, {})[gateway] = reactor.seconds() + VERDICT_MEMORY
+        except ResultError:
+            return _register(reactor, key, PCPMapper(client), port)  # PCP answered (P44)
+        except BaseException:
+            port.stopListening()
+            raise
+        else:
+            return _register(reactor, key, PCPMapper(client), port)
+    existing = _current(reactor, key)
+    if existing is not None and existing.mapper.method == "natpmp":
+        return existing  # asked again, and it is still NAT-PMP only
+    natpmp = NATPMPClient(gateway.host, gateway.port, reactor, schedule)
+    return _register(reactor, key, NATPMPMapper(natpmp), reactor.listenUDP(0, natpmp))
+
+
+def _close(reactor: Any, shared: _Shared) -> None:
+    entries = _shared.get(reactor, [])
+    if shared in entries:
+        entries.remove(shared)
+    shared.port.stopListening()
+
+
+def _register(reactor: Any, key: _Key, mapper: Mapper, port: IListeningPort) -> _Shared:
+    entries = _shared.setdefault(reactor, [])
+    for older in entries:
+        if older.key == key:
+            older.current = False  # its users keep it until they move on
+    shared = _Shared(key, mapper, port)
+    entries.append(shared)
+    return shared
