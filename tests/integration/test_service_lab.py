@@ -55,10 +55,12 @@ def test_open_files_stay_flat_while_the_network_is_unreachable(lab: Lab) -> None
     lab.set_client_link(False)
     try:
         daemon = lab.twist("--map", "tcp:60051", "--gateway", GATEWAY_LAN)
-        time.sleep(4)
-        early = lab.open_files(daemon)
-        time.sleep(20)  # several rounds of retries with backoff
-        assert lab.open_files(daemon) == early
+        counts = []
+        for _ in range(24):  # several rounds of retries with backoff
+            time.sleep(1)
+            counts.append(lab.open_files(daemon))
+        # Flat: at most the one discovery probe's socket comes and goes, nothing accumulates.
+        assert max(counts) - min(counts) <= 1, counts
         assert daemon.poll() is None
     finally:
         lab.set_client_link(True)
