@@ -308,9 +308,10 @@ class PCPClient(DatagramProtocol):
 
     def bind_address(self) -> str:
         """
-        The address to listen on: C{""} for an IPv4 server; for an IPv6 server C{"::"} when the
-        kernel's source toward it is global, otherwise (a link-local server) this host's global
-        address, so that requests leave from it and the pinhole is for it (P08).
+        The address to listen on: C{""} for an IPv4 server; for a link-local IPv6 server this
+        host's global address, so that requests leave from it and the pinhole is for it (P08:
+        toward a link-local address the kernel picks a link-local source); for a global IPv6
+        server C{"::"} when the kernel's source toward it is global, else the global address.
 
         @raise NoGlobalAddress: (a C{ValueError}) for an IPv6 server when this host has no
             global address.
@@ -319,11 +320,12 @@ class PCPClient(DatagramProtocol):
             return ""
         if self._client_address is not None:
             return self._client_address if self.scope_id else "::"
-        try:
-            if is_global_unicast(_source_toward(self.destination)):
-                return "::"
-        except OSError:
-            pass
+        if not self.scope_id:
+            try:
+                if is_global_unicast(_source_toward(self.destination)):
+                    return "::"
+            except OSError:
+                pass
         return global_address_toward(self.destination)
 
     def listen(self, reactor: IReactorUDP | None = None) -> IListeningPort:
