@@ -78,7 +78,8 @@ def test_P34_an_adopted_listener_feeds_the_clients_epoch_check() -> None:
     router = Router6("fe80::1", "lo", socket.if_nametoindex("lo"))
     port = watch_announcements6(client, router, reactor, port=0)  # type: ignore[arg-type]
     try:
-        port.protocol.datagramReceived(PCP_ANNOUNCE, ("fe80::1", 5351))  # type: ignore[attr-defined]
+        listener = port.protocol  # type: ignore[attr-defined]
+        listener.datagramReceived(PCP_ANNOUNCE, ("fe80::1", 5351))
         assert epochs == [42]
         assert port.getHost().port != 0
     finally:

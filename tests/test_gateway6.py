@@ -46,7 +46,8 @@ def test_P47_linux_without_a_default_route() -> None:
 
 def test_linux_garbage_rows_are_skipped() -> None:
     text = "zz 00 yy\n" + "0" * 32 + " 00 " + "0" * 32 + " 00 " + "z" * 32 + " 1 1 0 3 eth1\n"
-    assert parse_proc_net_ipv6_route(text + fixture("proc_net_ipv6_route.txt")).address == LAB_ROUTER
+    router = parse_proc_net_ipv6_route(text + fixture("proc_net_ipv6_route.txt"))
+    assert router.address == LAB_ROUTER
 
 
 def test_linux_unreadable_route_file(tmp_path: Path) -> None:
@@ -77,9 +78,11 @@ def test_P47_windows_lowest_metric_active_route_with_its_interface_index() -> No
 
 def test_windows_persistent_routes_do_not_count() -> None:
     text = fixture("route_print_6_windows.txt")
-    active_only_persistent = text.replace("::/0                     fe80", "::/1                     fe80")
+    no_active_default = "\n".join(line.replace("::/0", "::/1") if "fe80" in line else line
+                                  for line in text.splitlines())
+    assert "::/0" in no_active_default  # the persistent route to ::/0 is still listed
     with pytest.raises(GatewayNotFound):
-        parse_route_print_6(active_only_persistent)
+        parse_route_print_6(no_active_default)
 
 
 def test_complete_fills_the_index_from_the_name_and_the_name_from_the_index() -> None:

@@ -123,3 +123,24 @@ def test_P34_the_routers_ff02_1_announcement_after_a_restart_is_an_epoch_signal(
     assert heard == [0]
     [lost] = agent.call("pcp_lost_state")["lost"]
     assert lost["received"] == 0
+
+
+def test_P08_mappings_follow_a_change_of_the_global_address(lab: Lab) -> None:
+    new_address = "2001:db8:100::20"
+    device = lab.veth["client"]
+    agent = pcp6_agent(lab)
+    mapping = agent.call("pcp_map", protocol="tcp", internal_port=60215, lifetime=600)
+    assert lab.pinholes() == [("tcp", 60215, CLIENT6)]
+    try:
+        # The address rotates, as a privacy address does: the new one comes, the old one goes.
+        lab.run("client", "ip", "addr", "add", f"{new_address}/64", "dev", device, "nodad")
+        lab.run("client", "ip", "addr", "del", f"{CLIENT6}/64", "dev", device)
+        renewed = agent.call("pcp_renew", mapping=mapping)  # a renewal checks the source first
+        assert agent.call("pcp6_source") == {"source": new_address, "changed": None,
+                                             "changes": [[CLIENT6, new_address]]}
+        assert (renewed["external_address"], renewed["external_port"]) == (new_address, 60215)
+        assert ("tcp", 60215, new_address) in lab.pinholes()
+    finally:
+        lab.run("client", "ip", "addr", "add", f"{CLIENT6}/64", "dev", device, "nodad",
+                check=False)
+        lab.run("client", "ip", "addr", "del", f"{new_address}/64", "dev", device, check=False)

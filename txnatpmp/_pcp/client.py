@@ -422,6 +422,12 @@ class PCPClient(DatagramProtocol):
             except (OSError, ValueError) as error:
                 self.log.warn("Could not listen again: {error}", error=error)
                 self.stopProtocol()
+                return
+            exchange = self._current
+            if exchange is not None:  # its last transmission went out from the old address
+                self._stop_timer(exchange)
+                exchange.data = None
+                self._transmit(exchange)
 
         stopped = port.stopListening()
         if stopped is None:
@@ -520,6 +526,8 @@ class PCPClient(DatagramProtocol):
     def _send_next(self) -> None:
         if self._current is not None or self.transport is None or not self._queue:
             return
+        if self._rebinding:
+            return
         self._current = self._queue.popleft()
         self._current.started = self._clock.seconds()
         self._transmit(self._current)
@@ -532,8 +540,8 @@ class PCPClient(DatagramProtocol):
         exchange.timer = self._clock.callLater(
             self.schedule.cut(exchange.wait, elapsed), self._no_answer, exchange)
         try:
-            if self.transport is None:  # listening again on a new address (check_source)
-                raise OSError("not listening")
+            if self.transport is None or self._rebinding:  # see check_source
+                raise OSError("listening again on a new address")
             if exchange.data is None:
                 source = self.source_address
                 self._last_source = source
