@@ -127,6 +127,19 @@ class Pinholes(SynchronousTestCase):
         self.assertEqual(self.client.check_source(), NEW_GUA)
         self.assertEqual(changes, [])
 
+    def test_a_failing_source_observer_does_not_break_the_renewal(self) -> None:
+        def broken(old: str, new: str) -> None:
+            raise RuntimeError("observer bug")
+
+        self.client.add_source_observer(broken)
+        mapping = self.successResultOf(self._mapped())
+        self.global_address = NEW_GUA
+        self.gateway.external_address = NEW_GUA
+        renewed = self.client.renew(mapping)
+        self.clock.advance(0)
+        self.assertEqual(self.successResultOf(renewed).external_address, NEW_GUA)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
     def test_stopping_still_fails_what_waits(self) -> None:
         self.gateway.online = False
         d = self.client.map_port("tcp", 60015)

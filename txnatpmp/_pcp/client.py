@@ -405,7 +405,10 @@ class PCPClient(DatagramProtocol):
         if self._listener is not None and self.bind_address() not in ("", "::"):
             self._rebind()
         for observer in list(self._source_observers):
-            observer(old, new)
+            try:
+                observer(old, new)
+            except Exception:
+                self.log.failure("A source address observer failed")
         return new
 
     def _rebind(self) -> None:
