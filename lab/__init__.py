@@ -18,6 +18,7 @@ from .netns import (
     remove_stale_labs,
     terminate,
 )
+from .netns import CLIENT6, GATEWAY_LAN6, GATEWAY_WAN6, WAN_HOST6  # IPv6 (issue 15)
 
 __all__ = [
     "ALLOWED_PORTS",
@@ -34,3 +35,4 @@ __all__ = [
     "remove_stale_labs",
     "terminate",
 ]
+__all__ += ["CLIENT6", "GATEWAY_LAN6", "GATEWAY_WAN6", "WAN_HOST6"]

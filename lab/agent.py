@@ -25,6 +25,8 @@ from txnatpmp._announce import AnnouncementListener, listen_for_announcements
 from txnatpmp._upnp import UPnPClient
 from txnatpmp import Mapping, PCPClient, PCPSchedule, ResultError
 from txnatpmp._wire import PCPAnnounce
+from txnatpmp import Router6, find_gateway6
+from txnatpmp._announce6 import watch_announcements6
 
 GREETING = b"hello from behind the NAT\n"
 
@@ -232,6 +234,52 @@ class Agent(LineReceiver):
 
     def op_pcp_announcements(self) -> dict[str, Any]:
         return {"heard": self.pcp_heard}
+
+
+    # IPv6 (issue 15): find_gateway6; pcp6_connect [server scope_id initial max_count
+    # max_duration] (a PCPClient for the IPv6 router found by find_gateway6, started with
+    # listen(): bound to the global address when the router is link-local); then the pcp_* ops
+    # above; pcp6_listen_announcements ([ff02::1]:5350 on the router's interface); pcp6_source
+    # (the client's address now, and changes seen); serve6 protocol port (on ::).
+
+    async def op_find_gateway6(self) -> dict[str, Any]:
+        router = await find_gateway6()
+        return {"address": router.address, "interface": router.interface,
+                "scope_id": router.scope_id, "host": router.host}
+
+    async def op_pcp6_connect(self, server: str | None = None, port: int = 5351,
+                              initial: float = 3.0, max_count: int = 0,
+                              max_duration: float = 0) -> dict[str, Any]:
+        self.router6 = Router6(server) if server else await find_gateway6()
+        schedule = PCPSchedule(initial, max_count=max_count, max_duration=max_duration)
+        self.pcp = PCPClient(self.router6.host, port, schedule=schedule,
+                             scope_id=self.router6.scope_id)
+        self.pcp_lost = []
+        self.pcp_heard = []
+        self.source_changes: list[list[str]] = []
+        self.pcp.epoch.add_observer(
+            lambda received, expected: self.pcp_lost.append(
+                {"received": received, "expected": expected}))
+        self.pcp.add_announce_observer(self.pcp_heard.append)
+        self.pcp.add_source_observer(lambda old, new: self.source_changes.append([old, new]))
+        listening = self.pcp.listen(reactor)
+        return {"server": self.router6.address, "scope_id": self.pcp.scope_id,
+                "bound": listening.getHost().host}
+
+    def op_pcp6_listen_announcements(self) -> dict[str, Any]:
+        watch_announcements6(self.pcp, self.router6, reactor)
+        return {"listening": True}
+
+    def op_pcp6_source(self) -> dict[str, Any]:
+        return {"source": self.pcp.source_address, "changed": self.pcp.check_source(),
+                "changes": self.source_changes}
+
+    def op_serve6(self, protocol: str, port: int) -> dict[str, Any]:
+        if protocol == "tcp":
+            reactor.listenTCP(port, Factory.forProtocol(Greeter), interface="::")
+        else:
+            reactor.listenUDP(port, Echo(), interface="::")
+        return {"serving": port}
 
 
 def pcp_mapping(fields: dict[str, Any]) -> Mapping:

@@ -102,8 +102,10 @@ class Lab:
 
     _count = 0
 
-    def __init__(self, debug: bool = False, min_lifetime: int = 120) -> None:
+    def __init__(self, debug: bool = False, min_lifetime: int = 120, *,
+                 ipv6: bool = False) -> None:
         Lab._count += 1
+        self.ipv6 = ipv6  # the IPv6 step (see _build_ipv6): global addresses, PCP pinholes
         self.tag = f"{os.getpid()}-{Lab._count}"
         short = f"{os.getpid() % 100000}{Lab._count}"
         self.ns = {role: f"{PREFIX}{self.tag}-{role}" for role in ("gw", "client", "wan")}
@@ -182,6 +184,8 @@ class Lab:
                 ]
             )
         )
+        if self.ipv6:
+            self._build_ipv6()
 
     def close(self) -> None:
         """Stop everything and delete the namespaces (their veths go with them)."""
@@ -225,7 +229,7 @@ class Lab:
 
     def _gateway_listening(self) -> bool:
         sockets = self.gw("ss", "-Hlun", "sport", "=", ":5351").stdout
-        return GATEWAY_LAN in sockets
+        return GATEWAY_LAN in sockets and (not self.ipv6 or "[::]:5351" in sockets)
 
     def stop_gateway(self) -> None:
         if self._pid is None:
@@ -421,6 +425,86 @@ class Lab:
                   10, f"the NAT-PMP-only gateway is not listening on udp {port}")
         return process
 
+    # IPv6 (issue 15): see GATEWAY_LAN6 and the addresses below the class
+
+    def _build_ipv6(self) -> None:
+        """
+        Global addresses on both links (without duplicate address detection), the client's
+        default route through the gateway's link-local address as a Router Advertisement would
+        set it, and forwarding in the gateway: miniupnpd serves IPv6 PCP only when its LAN
+        interface has a global address at start (lab-pcp-upnp.md).
+        """
+        ns, veth = self.ns, self.veth
+        for link, role, address in [
+            ("gw_lan", "gw", f"{GATEWAY_LAN6}/64"),
+            ("client", "client", f"{CLIENT6}/64"),
+            ("gw_wan", "gw", f"{GATEWAY_WAN6}/64"),
+            ("wan", "wan", f"{WAN_HOST6}/64"),
+        ]:
+            _sh("ip", "-n", ns[role], "addr", "add", address, "dev", veth[link], "nodad")
+        _wait_for(lambda: self.gateway_link_local() is not None and self._link_local_ready(
+            "client", veth["client"]), 10, "the LAN link has no usable link-local addresses")
+        _sh("ip", "-n", ns["client"], "-6", "route", "add", "default",
+            "via", str(self.gateway_link_local()), "dev", veth["client"])
+        _sh("ip", "-n", ns["gw"], "-6", "route", "add", "default", "via", WAN_HOST6)
+        _sh("ip", "-n", ns["wan"], "-6", "route", "add", "2001:db8:100::/64", "via", GATEWAY_WAN6)
+        self.gw("sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
+
+    def gateway_link_local(self) -> str | None:
+        """The gateway's link-local address on the LAN, once usable (not tentative)."""
+        shown = self.gw("ip", "-6", "-o", "addr", "show", "dev", self.veth["gw_lan"],
+                        "scope", "link").stdout
+        match = re.search(r"inet6 (fe80:[0-9a-f:]+)/64", shown)
+        return match.group(1) if match and "tentative" not in shown else None
+
+    def _link_local_ready(self, role: str, device: str) -> bool:
+        shown = self.run(role, "ip", "-6", "-o", "addr", "show", "dev", device,
+                         "scope", "link").stdout
+        return "inet6 fe80:" in shown and "tentative" not in shown
+
+    def block_inbound_ipv6(self) -> None:
+        """
+        Give the gateway's forward chain a drop policy for new IPv6 connections from the WAN, so
+        the wan host reaches the client only through a pinhole (miniupnpd's chain accepts the
+        pinholes before these rules run).
+        """
+        self.gw("nft", "add", "rule", "inet", "filter", "forward", "meta", "nfproto", "ipv6",
+                "ct", "state", "established,related", "accept")
+        self.gw("nft", "add", "rule", "inet", "filter", "forward", "meta", "nfproto", "ipv6",
+                "iifname", self.veth["gw_wan"], "drop")
+
+    def pinholes(self) -> list[tuple[str, int, str]]:
+        """The gateway's IPv6 pinholes, from C{nft list chain inet filter miniupnpd}:
+        (protocol, port, the client address it opens)."""
+        import ipaddress
+
+        listing = self.gw("nft", "list", "chain", "inet", "filter", "miniupnpd").stdout
+        found = []
+        for line in listing.splitlines():
+            match = _PINHOLE.search(line)
+            if match is None:
+                continue
+            protocol = _PROTOCOL_NUMBERS.get(match["proto"] or "", "?")
+            address = str(ipaddress.IPv6Address(int(match["address"], 16)))
+            found.append((protocol, int(match["port"]), address))
+        return sorted(found)
+
+    def wan_tcp6(self, address: str, port: int, timeout: float = 3) -> bytes | None:
+        """Connect from the wan host to C{address} over IPv6 and read until closed; C{None}
+        when the connection is refused, dropped or times out."""
+        code = (
+            "import socket,sys\n"
+            "try:\n"
+            f"    s=socket.create_connection(({address!r},{port}),timeout={timeout})\n"
+            "    data=b''\n"
+            "    while chunk:=s.recv(4096): data+=chunk\n"
+            "    sys.stdout.write(data.hex())\n"
+            "except OSError as e:\n"
+            "    sys.stdout.write('failed '+type(e).__name__)\n"
+        )
+        out = self.python("wan", code, timeout=timeout + 10).stdout
+        return None if out.startswith("failed") else bytes.fromhex(out)
+
 
 class Agent:
     """
@@ -498,6 +582,20 @@ def _wait_for(condition: Any, timeout: float, message: str) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError(message)
         time.sleep(0.02)
+
+
+# IPv6 (issue 15) ---------------------------------------------------------------------------------
+
+GATEWAY_LAN6 = "2001:db8:100::1"
+CLIENT6 = "2001:db8:100::10"
+GATEWAY_WAN6 = "2001:db8:200::2"
+WAN_HOST6 = "2001:db8:200::1"
+
+# miniupnpd 2.3.1: iif "tw1" th dport 60210 @nh,192,128 0x20010db8...10 @nh,48,8 0x6 accept
+_PINHOLE = re.compile(
+    r'iif "(?P<iif>[^"]+)" (?:tcp|udp|th) dport (?P<port>\d+) '
+    r"@nh,192,128 (?P<address>0x[0-9a-f]+)(?: @nh,48,8 (?P<proto>0x[0-9a-f]+))? accept"
+)
 
 
 # UPnP-IGD ----------------------------------------------------------------------------------------

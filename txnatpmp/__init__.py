@@ -100,3 +100,9 @@ __version__ = "0.1.0"
 from ._errors import IGDNotFound, IGDUnreachable, PortConflict, UPnPFault  # noqa: E402
 
 __all__ += ["IGDNotFound", "IGDUnreachable", "PortConflict", "UPnPFault"]
+
+# IPv6 through PCP (issue 15): the IPv6 default router, and the global source address (P08).
+from ._gateway6 import Router6, find_gateway6  # noqa: E402
+from ._source import NoGlobalAddress  # noqa: E402
+
+__all__ += ["NoGlobalAddress", "Router6", "find_gateway6"]

@@ -11,7 +11,7 @@ import ipaddress
 import socket
 import struct
 import sys
-from typing import Callable
+from typing import Callable, NoReturn, TypeVar
 
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
@@ -19,6 +19,8 @@ from twisted.internet.interfaces import IReactorProcess
 
 from ._reactor import global_reactor
 from ._errors import GatewayNotFound
+
+T = TypeVar("T")
 
 _RTF_UP = 0x1
 _RTF_GATEWAY = 0x2
@@ -89,11 +91,11 @@ def _read_proc_net_route(path: str = "/proc/net/route") -> Deferred[str]:
         return defer.fail(GatewayNotFound(f"cannot read {path}: {error}"))
 
 
-def _run(reactor: IReactorProcess, argv: list[str], parse: Callable[[str], str]) -> Deferred[str]:
+def _run(reactor: IReactorProcess, argv: list[str], parse: Callable[[str], T]) -> Deferred[T]:
     """Run a routing command without blocking, and parse what it prints."""
     from twisted.internet.utils import getProcessOutput
 
-    def failed(reason: object) -> str:
+    def failed(reason: object) -> NoReturn:
         raise GatewayNotFound(f"could not run {' '.join(argv)}: {reason}")
 
     try:

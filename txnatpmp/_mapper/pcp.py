@@ -25,6 +25,8 @@ GIVE_UP_AFTER = 128.0
 #: mappings left on the router.
 DELETE_GIVE_UP_AFTER = 7.0
 DELETE_FIRST_WAIT = 0.5
+#: Requests in flight at once: a renewal lost under loss does not hold up the others.
+WINDOW = 8
 
 
 @implementer(IPortMapper)
@@ -39,6 +41,7 @@ class PCPMapper:
 
     def __init__(self, client: PCPClient, give_up_after: float = GIVE_UP_AFTER) -> None:
         self.client = client
+        client.window = WINDOW  # it speaks PCP: answers name their requests (P41)
         self.gateway = Gateway(*client.server)
         self._give_up_after = give_up_after
 

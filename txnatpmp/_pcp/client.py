@@ -13,7 +13,7 @@ from typing import Any, Callable, Literal, Union
 
 from attrs import evolve
 from twisted.internet.defer import Deferred, fail
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IListeningPort, IReactorTime, IReactorUDP
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
@@ -28,6 +28,8 @@ from .._errors import (
 )
 from .._reactor import global_reactor
 from .._results import Mapping
+from .._source import global_address_toward, is_global_unicast
+from .._source import source_address_toward as _source_toward
 from .._spec import DEFAULT_LIFETIME, Gateway
 from .._wire import check_protocol
 from .epoch import PCPEpochTracker
@@ -64,6 +66,7 @@ Kind = Literal["announce", "create", "renew", "delete"]
 Template = Union[AnnounceRequest, MapRequest]
 MappingUpdateObserver = Callable[[Mapping, Union[Mapping, None]], None]
 AnnounceObserver = Callable[[int], None]
+SourceObserver = Callable[[str, str], None]
 
 #: Stands in for the client address in a request template; the real one is filled in on sending.
 _PLACEHOLDER = "::"
@@ -105,12 +108,34 @@ class _Exchange:
 
 def _check_server(host: str, port: int) -> Gateway:
     try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
+        address = ipaddress.ip_address(host.partition("%")[0])
+    except (ValueError, AttributeError):
         raise ValueError(f"PCP server must be an IP address, not {host!r}") from None
     if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 0xFFFF:
         raise ValueError(f"PCP server port must be from 1 to 65535, not {port!r}")
     return Gateway(str(address), port)
+
+
+def _scope_of(host: str, scope_id: int) -> int:
+    """
+    The interface index for a link-local server: C{scope_id} when given, else from the
+    C{%zone} of C{fe80::1%eth0} (a name or an index); 0 for any other server.
+
+    @raise ValueError: for a link-local server on no known interface.
+    """
+    address, _, zone = host.partition("%")
+    if not (":" in address and ipaddress.IPv6Address(address).is_link_local):
+        return 0
+    if scope_id:
+        return scope_id
+    try:
+        index = int(zone) if zone.isdigit() else socket.if_nametoindex(zone) if zone else 0
+    except OSError:
+        index = 0
+    if not index:
+        raise ValueError(f"a link-local PCP server needs its interface, as in fe80::1%eth0, "
+                         f"not {host!r}")
+    return index
 
 
 def source_address_toward(server: Gateway) -> str:
@@ -120,10 +145,7 @@ def source_address_toward(server: Gateway) -> str:
 
     @raise OSError: when there is no route.
     """
-    family = socket.AF_INET6 if ":" in server.host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_DGRAM) as probe:
-        probe.connect((server.host, server.port))
-        return str(probe.getsockname()[0])
+    return _source_toward((server.host, server.port))
 
 
 class PCPClient(DatagramProtocol):
@@ -154,6 +176,7 @@ class PCPClient(DatagramProtocol):
         schedule: PCPSchedule = RFC_PCP_SCHEDULE,
         client_address: str | None = None,
         rng: random.Random | None = None,
+        scope_id: int = 0,
     ) -> None:
         """
         @param server: The PCP server's IP address: the default router, usually.
@@ -163,8 +186,16 @@ class PCPClient(DatagramProtocol):
         @param client_address: The address written in requests; by default the source address
             toward the server, looked up for each request.
         @param rng: Draws the retransmission jitter (nonces always come from L{secrets}).
+        @param scope_id: The interface index of a link-local IPv6 server; by default from the
+            C{%zone} in C{server} (C{fe80::1%eth0}), as L{Router6.host} writes it.
         """
         self.server = _check_server(server, server_port)
+        self.scope_id = _scope_of(server, scope_id)
+        #: Where requests go: a 4-tuple with the scope id for a link-local server (P47).
+        self.destination: tuple[str, int] | tuple[str, int, int, int] = (
+            (self.server.host, self.server.port, 0, self.scope_id) if self.scope_id
+            else self.server)
+        self.family = 6 if ":" in self.server.host else 4
         if client_address is not None:
             client_address = str(ipaddress.ip_address(client_address))
         self._client_address = client_address
@@ -176,7 +207,10 @@ class PCPClient(DatagramProtocol):
         self.epoch = PCPEpochTracker(reactor.seconds)
         self.epoch.add_observer(self._server_lost_state)
         self._queue: deque[_Exchange] = deque()
-        self._current: _Exchange | None = None
+        self._inflight: list[_Exchange] = []  # oldest first
+        #: How many requests may be in flight at once (P41): 1 while the server's version is
+        #: unknown (a version-0 reply names no request); more is safe once it speaks PCP.
+        self.window = 1
         self._nonces: dict[tuple[str, int], bytes] = {}
         self._lifetimes: dict[tuple[str, int], int] = {}
         self._mappings: dict[tuple[str, int], Mapping] = {}
@@ -186,6 +220,10 @@ class PCPClient(DatagramProtocol):
         self._announce_observers: list[AnnounceObserver] = []
         #: The clock's time of the last well-formed datagram from the server, or C{None}.
         self.last_heard: float | None = None
+        self._source_observers: list[SourceObserver] = []
+        self._last_source: str | None = None
+        self._listener: tuple[IReactorUDP, IListeningPort] | None = None
+        self._rebinding = False
 
     def __repr__(self) -> str:
         return f"<PCPClient for {self.server}>"
@@ -193,7 +231,7 @@ class PCPClient(DatagramProtocol):
     @property
     def pending(self) -> int:
         """How many requests are waiting or in flight."""
-        return len(self._queue) + (self._current is not None)
+        return len(self._queue) + len(self._inflight)
 
     # Public requests
 
@@ -246,6 +284,7 @@ class PCPClient(DatagramProtocol):
         """
         key = self._key(mapping.protocol, mapping.internal_port)
         nonce = self._nonce_of(mapping)
+        self.check_source()
         if lifetime is None:
             lifetime = self._lifetimes.get(key, DEFAULT_LIFETIME)
         _check_range("lifetime", lifetime, 1, 0xFFFFFFFF)
@@ -281,6 +320,140 @@ class PCPClient(DatagramProtocol):
     def nonce_for(self, protocol: str, internal_port: int) -> bytes | None:
         """The nonce this client uses for C{protocol}/C{internal_port}, if it drew one."""
         return self._nonces.get((protocol, internal_port))
+
+    # IPv6: listening, the source address and its changes (P08)
+
+    def bind_address(self) -> str:
+        """
+        The address to listen on: C{""} for an IPv4 server; for a link-local IPv6 server this
+        host's global address, so that requests leave from it and the pinhole is for it (P08:
+        toward a link-local address the kernel picks a link-local source); for a global IPv6
+        server C{"::"} when the kernel's source toward it is global, else the global address.
+
+        @raise NoGlobalAddress: (a C{ValueError}) for an IPv6 server when this host has no
+            global address.
+        """
+        if self.family == 4:
+            return ""
+        if self._client_address is not None:
+            return self._client_address if self.scope_id else "::"
+        if not self.scope_id:
+            try:
+                if is_global_unicast(_source_toward(self.destination)):
+                    return "::"
+            except OSError:
+                pass
+        return global_address_toward(self.destination)
+
+    def listen(self, reactor: IReactorUDP | None = None) -> IListeningPort:
+        """
+        Start listening on L{bind_address}, port 0: the way to start a client for an IPv6
+        server (C{reactor.listenUDP(0, client)} remains fine for IPv4).  A client started so
+        rebinds by itself when L{check_source} finds that its global address changed.
+
+        @raise NoGlobalAddress: see L{bind_address}.
+        """
+        interface = self.bind_address()
+        if reactor is None:
+            reactor = global_reactor()
+        assert reactor is not None
+        port = reactor.listenUDP(0, self, interface=interface, maxPacketSize=8192)
+        self._listener = (reactor, port)
+        return port
+
+    @property
+    def source_address(self) -> str:
+        """
+        The client address requests carry now (P06, P08), looked up afresh: the configured
+        one, the address the socket is bound to, or the kernel's source toward the server.
+
+        @raise OSError: when there is no route to the server.
+        """
+        if self._client_address is not None:
+            return self._client_address
+        if self.transport is not None:  # a socket bound to one address sends from it
+            bound = str(self.transport.getHost().host).partition("%")[0]
+            if bound not in ("", "::", "0.0.0.0"):
+                return bound
+        return _source_toward(self.destination)
+
+    def add_source_observer(self, observer: SourceObserver) -> None:
+        """
+        Call C{observer(old, new)} when L{check_source} finds that the client address changed
+        (an IPv6 privacy address rotated, the host moved): the mappings made from C{old} belong
+        to it (P08), so map again from C{new}; the old ones cannot be deleted from C{new} and
+        lapse at their lifetime.
+        """
+        self._source_observers.append(observer)
+
+    def remove_source_observer(self, observer: SourceObserver) -> None:
+        """Stop calling an observer added with L{add_source_observer}."""
+        self._source_observers.remove(observer)
+
+    def check_source(self) -> str | None:
+        """
+        Look whether the client's address changed since its last request; L{renew} calls this
+        before each renewal, and a service may call it on a network change.  For an IPv6 server
+        the wanted address is this host's current global one: a client bound to an old one
+        (started with L{listen}) listens again on the new one, keeping its queue.
+
+        @return: The new address when it changed (after telling the source observers), else
+            C{None}.
+        """
+        old = self._last_source
+        if old is None or self._client_address is not None:
+            return None
+        try:
+            if self.family == 6 and self._listener is not None and self.scope_id:
+                new = global_address_toward(self.destination)
+            else:
+                new = self.source_address
+        except (OSError, ValueError) as error:
+            self.log.info("Could not look up the address toward {server}: {error}",
+                          server=self.server.host, error=error)
+            return None
+        if new == old:
+            return None
+        self.log.info("The address toward {server} changed from {old} to {new}",
+                      server=self.server.host, old=old, new=new)
+        self._last_source = new
+        for exchange in self._inflight:
+            exchange.data = None  # rebuilt with the new address at its next transmission
+        if self._listener is not None and self.bind_address() not in ("", "::"):
+            self._rebind()
+        for observer in list(self._source_observers):
+            try:
+                observer(old, new)
+            except Exception:
+                self.log.failure("A source address observer failed")
+        return new
+
+    def _rebind(self) -> None:
+        """Listen again on the current L{bind_address}, keeping the queue and the timers."""
+        assert self._listener is not None
+        reactor, port = self._listener
+        self._rebinding = True
+        self._listener = None
+
+        def listen_again(_: object) -> None:
+            self._rebinding = False
+            try:
+                self.listen(reactor)
+            except (OSError, ValueError) as error:
+                self.log.warn("Could not listen again: {error}", error=error)
+                self.stopProtocol()
+                return
+            for exchange in list(self._inflight):  # their last transmissions left from the
+                self._stop_timer(exchange)           # old address
+                exchange.data = None
+                self._transmit(exchange)
+            self._send_next()
+
+        stopped = port.stopListening()
+        if stopped is None:
+            listen_again(None)
+        else:
+            stopped.addBoth(listen_again)
 
     def clear_holds(self) -> None:
         """Forget every error hold (P13): a user asked again, or the network changed."""
@@ -327,12 +500,13 @@ class PCPClient(DatagramProtocol):
         self._send_next()
 
     def stopProtocol(self) -> None:
-        waiting = list(self._queue)
+        if self._rebinding:  # listening again elsewhere (check_source): keep everything
+            return
+        waiting = self._inflight + list(self._queue)
         self._queue.clear()
-        if self._current is not None:
-            waiting.insert(0, self._current)
-            self._stop_timer(self._current)
-            self._current = None
+        self._inflight = []
+        for exchange in waiting:
+            self._stop_timer(exchange)
         for exchange in waiting:
             exchange.deferred.errback(ClientStopped("the client stopped listening"))
 
@@ -370,14 +544,14 @@ class PCPClient(DatagramProtocol):
         return exchange.deferred
 
     def _send_next(self) -> None:
-        if self._current is not None or self.transport is None or not self._queue:
-            return
-        self._current = self._queue.popleft()
-        self._current.started = self._clock.seconds()
-        self._transmit(self._current)
+        while (len(self._inflight) < self.window and self.transport is not None
+               and self._queue and not self._rebinding):
+            exchange = self._queue.popleft()
+            self._inflight.append(exchange)
+            exchange.started = self._clock.seconds()
+            self._transmit(exchange)
 
     def _transmit(self, exchange: _Exchange) -> None:
-        assert self.transport is not None
         exchange.wait = exchange.schedule.next_wait(exchange.wait, self._rng)
         elapsed = self._clock.seconds() - exchange.started
         exchange.sent += 1
@@ -385,24 +559,25 @@ class PCPClient(DatagramProtocol):
         exchange.timer = self._clock.callLater(
             exchange.schedule.cut(exchange.wait, elapsed), self._no_answer, exchange)
         try:
+            if self.transport is None or self._rebinding:  # see check_source
+                raise OSError("listening again on a new address")
             if exchange.data is None:
-                exchange.data = encode(evolve(exchange.template,
-                                              client_address=self._source_address()))
-            self.transport.write(exchange.data, self.server)
+                source = self.source_address
+                self._last_source = source
+                exchange.data = encode(evolve(exchange.template, client_address=source))
+            self.transport.write(exchange.data, self.destination)  # type: ignore[arg-type]
         except OSError as error:  # no route, link down: a lost transmission (P39)
             self.log.info("Could not send to {server}: {error}; will retry",
                           server=str(self.server), error=error)
-
-    def _source_address(self) -> str:
-        if self._client_address is not None:
-            return self._client_address
-        return source_address_toward(self.server)
 
     def _no_answer(self, exchange: _Exchange) -> None:
         exchange.timer = None
         waited = self._clock.seconds() - exchange.started
         if exchange.schedule.exhausted(exchange.sent, waited):
-            self._finish(exchange, GatewayTimeout(self.server, exchange.sent, waited, "PCP"))
+            heard = self.last_heard
+            self._finish(exchange, GatewayTimeout(
+                self.server, exchange.sent, waited, "PCP",
+                last_heard=None if heard is None else self._clock.seconds() - heard))
             return
         self.log.info(
             "no answer from {host} yet, retrying, attempt {attempt}",
@@ -413,7 +588,7 @@ class PCPClient(DatagramProtocol):
 
     def _withdraw(self, exchange: _Exchange) -> None:
         """The caller cancelled: forget the request wherever it is."""
-        if exchange is self._current:
+        if exchange in self._inflight:
             self._finish(exchange, None)
         elif exchange in self._queue:
             self._queue.remove(exchange)
@@ -424,7 +599,8 @@ class PCPClient(DatagramProtocol):
         cancelled), then send the next request.
         """
         self._stop_timer(exchange)
-        self._current = None
+        if exchange in self._inflight:
+            self._inflight.remove(exchange)
         if isinstance(outcome, Exception):
             exchange.deferred.errback(outcome)
         elif outcome is not None:
@@ -440,7 +616,7 @@ class PCPClient(DatagramProtocol):
     # Responses
 
     def _receive(self, data: bytes, source: Any) -> None:
-        if (source[0], source[1]) != self.server:  # P03
+        if (str(source[0]).partition("%")[0], source[1]) != self.server:  # P03
             self.log.debug("Ignored {size} bytes from {source}: not the server", size=len(data),
                            source=source)
             return
@@ -450,8 +626,8 @@ class PCPClient(DatagramProtocol):
             self.log.debug("Ignored a malformed datagram from the server: {error}", error=error)
             return
         self.last_heard = self._clock.seconds()
-        exchange = self._current
-        if exchange is not None and exchange.answered_by(response):
+        exchange = next((e for e in self._inflight if e.answered_by(response)), None)
+        if exchange is not None:
             self._answer(exchange, response)
         elif isinstance(response, AnnounceResponse) and response.result == 0:
             self.observe_announce(response.epoch)
@@ -467,7 +643,7 @@ class PCPClient(DatagramProtocol):
             return
         assert isinstance(response, (AnnounceResponse, MapResponse))
         self.epoch.observe(response.epoch)  # P36: errors and ANNOUNCEs included
-        if exchange is not self._current:  # an epoch observer withdrew it
+        if exchange not in self._inflight:  # an epoch observer withdrew it
             return
         if isinstance(response, AnnounceResponse):
             outcome: object = response.epoch

@@ -99,6 +99,8 @@ class MappingKeeper:
         self._cancel_timer()
         renewing = self.mapping
         now = self._host.clock.seconds()
+        while self._renewals and self._renewals[0] <= now:  # points passed: the next one
+            self._renewals.pop(0)
         self.unsettled = True
         if renewing is not None and renewing.method == mapper.method:
             due = self._renewals[0] if self._renewals else self.expires_at
@@ -209,7 +211,8 @@ class MappingKeeper:
                 # Only this request was unlucky (the gateway answers others): keep trying, for
                 # a renewal through the rest of its lifetime, at its next renewal point if the
                 # protocol has one (P27), else at once: its schedule spaced the attempts.
-                later = self._renewals[0] - self._host.clock.seconds() if self._renewals else 0
+                now = self._host.clock.seconds()
+                later = self._renewals[0] - now if self._renewals else 0.0
                 if later > 0:
                     self._timer = self._host.clock.callLater(later, self._renew)
                 else:
@@ -228,9 +231,6 @@ class MappingKeeper:
 
     def _renew(self) -> None:
         self._timer = None
-        now = self._host.clock.seconds()
-        while self._renewals and self._renewals[0] <= now:
-            self._renewals.pop(0)
         self.refresh()
 
     def _retry(self) -> None:

@@ -379,9 +379,10 @@ class GatewayLink:
 
     # Probing and the address
 
-    def _probe_answered(self, address: ExternalAddress) -> None:
+    def _probe_answered(self, answer: object) -> None:
         self._probe = None
-        self._set_address(address.address)
+        if isinstance(answer, ExternalAddress):  # NAT-PMP's probe; PCP's gives an epoch
+            self._set_address(answer.address)
         self._machine.feed(Input.HEARD)
 
     def _probe_failed(self, failure: Failure) -> None:
