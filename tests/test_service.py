@@ -244,7 +244,7 @@ class Stopping(ServiceTestCase):
         self.start(*[f"tcp:{p}" for p in range(62000, 62050)])
         self.gateway.online = False
         stopped = self.service.stopService()
-        self.run_for(3.5)  # two deletes in a row unanswered (1.75 s each): the gateway is gone
+        self.run_for(3.5)  # nothing answers for 3.5 s after the stop began: the gateway is gone
         self.assertIsNone(self.successResultOf(stopped))
         self.assertEqual(self.clock.getDelayedCalls(), [])
 

@@ -19,6 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from txnatpmp import (
     EventKind,
+    GatewayNotFound,
     GatewayTimeout,
     MappingEvent,
     MappingService,
@@ -397,3 +398,59 @@ class HonestLogs(Rigged):
         address_requests = [r for r in self.gateway.received
                             if isinstance(r.request, ExternalAddressRequest)]
         self.assertLess(len(address_requests), 7200 / 60 * 3 + 5)  # one probe at a time, backoff
+
+
+class FoundInTheLab(Rigged):
+    """What an adversarial run against the real gateway found after the redesign."""
+
+    def test_no_default_route_is_a_failure_to_retry_not_a_crash(self) -> None:
+        routes: list[str] = []
+
+        def finder(reactor: Any) -> Any:
+            if not routes:
+                raise GatewayNotFound("no default IPv4 route in /proc/net/route")  # synchronous
+            return routes[0]
+
+        service = MappingService(reactor=self.rig.host, gateway_finder=finder,
+                                 rng=random.Random(1))
+        first = service.add_mapping("tcp:60010")
+        service.startService()
+        self.failureResultOf(first, GatewayNotFound)
+        self.assertIs(service.state, State.SILENT)
+        routes.append(self.rig.gateway_address)  # the link comes up
+        self.rig.run_for(5)
+        self.assertEqual(self.table(), [("tcp", 60010)])
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_find_gateway_without_a_default_route_fails_its_deferred(self) -> None:
+        from txnatpmp._gateway import _read_proc_net_route
+
+        folder = Path(tempfile.mkdtemp())
+        self.addCleanup(shutil.rmtree, folder)
+        routes = folder / "route"
+        routes.write_text("Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\n")
+        self.failureResultOf(_read_proc_net_route(str(routes)), GatewayNotFound)
+
+    def test_stop_at_60_percent_loss_keeps_going_while_the_gateway_answers_some(self) -> None:
+        for seed in range(5):
+            self.rig = gateway_rig(seed=seed, pcp=True)
+            self.gateway = self.rig.gateway
+            self.logged.clear()
+            service = self.service()
+            self.start(service, *[f"tcp:{port}" for port in range(61000, 61020)])
+            self.rig.run_for(5)
+            self.gateway.drop_rate = 0.6
+            stopped = service.stopService()
+            self.rig.run_for(10)
+            self.successResultOf(stopped)
+            self.assertLessEqual(len(self.table()), 1, seed)  # 11 tries each in 10 s: 0.6**11
+            self.assertFalse(any("does not answer" in m for m in self.messages()), seed)
+
+    def test_a_reboot_reports_no_lapse_for_the_mappings_it_took(self) -> None:
+        service = self.service(lifetime=4)  # shorter than R19's wait can be
+        self.start(service, "tcp:60010", "udp:60011")
+        self.rig.run_for(10)
+        self.gateway.reboot()
+        self.rig.run_for(10)
+        self.assertNotIn(EventKind.EXPIRED, self.kinds())
+        self.assertEqual(self.kinds().count(EventKind.RECREATED), 2)

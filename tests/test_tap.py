@@ -169,3 +169,8 @@ def test_installed_command_runs(installed: dict[str, str]) -> None:
 
     result = run(installed, "-m", "txnatpmp", "--version")
     assert (result.stdout, result.returncode) == (f"natpmp (txnatpmp) {__version__}\n", 0)
+
+
+def test_a_mapping_given_twice_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match="tcp 60010 is given twice"):
+        parse("--map", "tcp:60010", "--map", "tcp:60010:80")

@@ -81,8 +81,9 @@ def listen_for_announcements(
     )
     if group is not None:
         listening.joinGroup(group, interface or "").addErrback(
-            lambda failure: listener.log.failure(
-                "Could not join {group}: announcements will not be heard", failure, group=group
+            lambda failure: listener.log.warn(
+                "Could not join {group} ({error}): announcements may not be heard until the "
+                "link is up", group=group, error=failure.getErrorMessage()
             )
         )
     return cast(IListeningPort, listening)

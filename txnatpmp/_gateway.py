@@ -89,6 +89,8 @@ def _read_proc_net_route(path: str = "/proc/net/route") -> Deferred[str]:
             return defer.succeed(parse_proc_net_route(routes.read()))
     except OSError as error:
         return defer.fail(GatewayNotFound(f"cannot read {path}: {error}"))
+    except GatewayNotFound as error:  # no default route (yet): a failed Deferred, not a raise
+        return defer.fail(error)
 
 
 def _run(reactor: IReactorProcess, argv: list[str], parse: Callable[[str], T]) -> Deferred[T]:

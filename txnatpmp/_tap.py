@@ -40,9 +40,13 @@ class Options(usage.Options):
     def opt_map(self, spec: str) -> None:
         """Keep a mapping: tcp:60010, tcp:60010:60010 (suggest an external port). Repeatable."""
         try:
-            self["map"].append(parse_spec(spec))
+            wanted = parse_spec(spec)
         except ValueError as error:
             raise usage.UsageError(str(error)) from None
+        if any(kept.key == wanted.key for kept in self["map"]):
+            raise usage.UsageError(f"{wanted.protocol} {wanted.internal_port} is given twice "
+                                   f"({spec!r})")
+        self["map"].append(wanted)
 
     opt_m = opt_map
 

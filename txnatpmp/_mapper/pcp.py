@@ -25,6 +25,7 @@ GIVE_UP_AFTER = 128.0
 #: mappings left on the router.
 DELETE_GIVE_UP_AFTER = 7.0
 DELETE_FIRST_WAIT = 0.5
+DELETE_MAX_WAIT = 1.0
 #: Requests in flight at once: a renewal lost under loss does not hold up the others.
 WINDOW = 8
 
@@ -62,7 +63,9 @@ class PCPMapper:
         if within is not None:
             duration = min(duration, max(within, 0.001))
         schedule = evolve(self.client.schedule, max_duration=duration)
-        return schedule if first_wait is None else evolve(schedule, initial=first_wait)
+        if first_wait is None:
+            return schedule
+        return evolve(schedule, initial=first_wait, maximum=max(first_wait, DELETE_MAX_WAIT))
 
     def map(self, spec: MappingSpec, lifetime: int, previous: Mapping | None = None,
             within: float | None = None) -> Deferred[Mapping]:

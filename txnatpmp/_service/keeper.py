@@ -134,6 +134,11 @@ class MappingKeeper:
             self._expiry.cancel()
         self._expiry = None
 
+    def lose(self) -> None:
+        """The gateway lost its state: the mapping is gone there (its expiry is moot)."""
+        self.stop()
+        self.mapping = None
+
     def fail_waiting(self, error: BaseException) -> None:
         """Fail the Deferreds of callers waiting for the first grant."""
         self._settle(error)

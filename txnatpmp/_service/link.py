@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from typing import Any, Callable, Protocol, Sequence
 
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IDelayedCall, IListeningPort
 from twisted.logger import Logger
@@ -46,6 +46,8 @@ class Keepers(Protocol):
     def count(self) -> int: ...
 
     def pause_all(self, error: BaseException | None) -> None: ...
+
+    def lose_all(self) -> None: ...
 
     def refresh_all(self) -> None: ...
 
@@ -246,7 +248,7 @@ class GatewayLink:
     def wait_to_recover(self) -> None:
         self._cancel_timer()
         self._cancel_probe()
-        self._keepers.pause_all(None)
+        self._keepers.lose_all()
         delay = self._random.uniform(0, RECOVERY_JITTER)
         received, expected = self._lost
         self.log.warn("Gateway {gateway} lost its mappings (epoch {received}, expected at least "
@@ -296,7 +298,7 @@ class GatewayLink:
 
     def _look_for_gateway(self) -> None:
         assert self._finder is not None
-        finding = self._finding = self._finder(self._reactor)
+        finding = self._finding = maybeDeferred(self._finder, self._reactor)  # may raise at once
         finding.addCallbacks(self._gateway_found, self._gateway_not_found)
 
     def _gateway_found(self, host: str) -> None:

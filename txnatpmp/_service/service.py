@@ -301,6 +301,12 @@ class MappingService(Service):
                                    external_address=self.external_address, error=error))
             keeper.fail_waiting(error)
 
+    def lose_all(self) -> None:
+        for keeper in self._keepers.values():
+            keeper.lose()
+        if self._status is not None:
+            self._status.write()
+
     def refresh_all(self) -> None:
         for keeper in list(self._keepers.values()):
             keeper.refresh()

@@ -1,28 +1,33 @@
 """
-Deleting every mapping when a service stops: each delete with its own retransmissions, one
-after another, within an overall budget.
+Deleting every mapping when a service stops: each delete with its own retransmissions, all
+handed to the mapper at once (NAT-PMP's queue sends them one at a time; PCP keeps several in
+flight), within an overall budget.
 
-A delete that goes unanswered under packet loss is tried again after the others, not taken as
-proof that the gateway is gone.  Only when two deletes in a row go unanswered, with nothing
-heard between them, is the gateway taken for gone: the rest then expire by their lifetime.
+A delete that goes unanswered under packet loss is tried again in the next round, not taken as
+proof that the gateway is gone.  Only a gateway that has answered nothing at all since the stop
+began, for L{GONE_AFTER} seconds, is taken for gone: the rest then expire by their lifetime.
+One that answers some keeps getting deletes until the budget runs out.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from typing import Any, Callable, Iterable
 
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, DeferredList
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
-from .._errors import GatewayTimeout, NATPMPError
+from .._errors import GatewayTimeout
 from .._mapper.shared import Mapper
 from .keeper import MappingKeeper
 
 #: Seconds a service's stop may spend deleting, by default.
 STOP_BUDGET = 10.0
-#: Unanswered deletes in a row that mean the gateway is gone.
-GONE_AFTER = 2
+#: Seconds of hearing nothing at all from the gateway since the stop began that mean it is gone
+#: (two of NAT-PMP's delete schedules).
+GONE_AFTER = 3.5
+#: How often a stop checks whether the gateway still answers anything.
+WATCH_EVERY = 0.25
 
 log = Logger(namespace="txnatpmp._service")
 
@@ -37,36 +42,51 @@ async def delete_all(
     """
     Delete each keeper's mapping, calling C{removed(keeper)} for each confirmed delete.
     """
-    waiting = deque(keepers)
-    if not waiting:
-        return
-    deadline = clock.seconds() + budget
-    unanswered = 0
-    while waiting:
+    waiting = list(keepers)
+    started = clock.seconds()
+    deadline = started + budget
+    gone = False
+
+    def silent_for() -> float:
+        heard = mapper.last_heard
+        if heard is not None and heard > started:
+            return 0.0  # it answered during the stop: not gone, only lossy
+        return float(clock.seconds() - started)
+
+    while waiting and not gone:
         left = deadline - clock.seconds()
         if left <= 0:
             break
-        keeper = waiting.popleft()
-        try:
-            await _within(mapper.delete(keeper.spec, keeper.mapping, within=left), left, clock)
-        except GatewayTimeout:
-            waiting.append(keeper)  # lost under loss, perhaps: again after the others
-            unanswered += 1
-            if unanswered >= GONE_AFTER:
-                break
-            continue
-        except CancelledError:
-            waiting.append(keeper)
-            break
-        except NATPMPError as error:
-            log.warn("Could not delete {spec.protocol} {spec.internal_port}: {error}",
-                     spec=keeper.spec, error=error)
-            unanswered = 0
-            continue
-        unanswered = 0
-        removed(keeper)
+        attempts = [_within(mapper.delete(k.spec, k.mapping, within=left), left, clock)
+                    for k in waiting]
+        watchdog = None
+
+        def watch() -> None:
+            nonlocal gone, watchdog
+            if silent_for() >= GONE_AFTER:
+                gone = True
+                for attempt in attempts:
+                    attempt.cancel()
+            else:
+                watchdog = clock.callLater(WATCH_EVERY, watch)
+
+        watchdog = clock.callLater(WATCH_EVERY, watch)
+        outcomes = await DeferredList(attempts, consumeErrors=True)
+        if watchdog.active():
+            watchdog.cancel()
+        lost = []
+        for keeper, (ok, outcome) in zip(waiting, outcomes):
+            if ok:
+                removed(keeper)
+            elif isinstance(outcome, Failure) and isinstance(
+                    outcome.value, (GatewayTimeout, CancelledError)):
+                lost.append(keeper)  # lost under loss, perhaps: again in the next round
+            else:
+                log.warn("Could not delete {spec.protocol} {spec.internal_port}: {error}",
+                         spec=keeper.spec, error=outcome.getErrorMessage())
+        waiting = lost
     if waiting:
-        why = "the gateway does not answer" if unanswered >= GONE_AFTER else \
+        why = "the gateway does not answer" if gone else \
             f"the {budget:g} s allowed for stopping ran out"
         log.warn("Gave up deleting {count} mappings ({why}): they expire by their lifetime",
                  count=len(waiting), why=why)
