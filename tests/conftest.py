@@ -8,8 +8,11 @@ the suite needs and runs as root, so a skip there means a test silently did not 
 from __future__ import annotations
 
 import os
+from typing import Iterator
 
 import pytest
+
+from txnatpmp.testing import FakeGateway
 
 _skipped: list[str] = []
 
@@ -30,3 +33,12 @@ def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untype
             f"CI: {len(_skipped)} test(s) skipped, which fails the run: " + ", ".join(_skipped),
             red=True,
         )
+
+
+@pytest.fixture
+def loopback_gateway() -> Iterator[tuple[FakeGateway, int]]:
+    """A L{FakeGateway} (NAT-PMP only) serving on 127.0.0.1, and its port."""
+    fake = FakeGateway(external_address="80.100.100.1")
+    port = fake.listen()
+    yield fake, port.getHost().port
+    port.stopListening()

@@ -41,3 +41,12 @@ def test_readme_fake_gateway_snippet_runs_as_shown() -> None:
     result = subprocess.run([sys.executable, "-c", snippet + check], capture_output=True,
                             text=True, timeout=60, env=ENV)
     assert (result.stdout, result.returncode) == ("8080\n", 0), result.stderr
+
+
+def test_readme_gateway_rig_snippet_runs_as_shown() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("`gateway_rig()` builds"):]
+    snippet = section.split("```python\n", 1)[1].split("```", 1)[0]
+    result = subprocess.run([sys.executable, "-c", snippet + "print('held')\n"],
+                            capture_output=True, text=True, timeout=60, env=ENV)
+    assert (result.stdout, result.returncode) == ("held\n", 0), result.stderr

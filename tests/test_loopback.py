@@ -26,14 +26,6 @@ def free_udp_port() -> int:
 
 
 @pytest.fixture
-def gateway():  # type: ignore[no-untyped-def]
-    gateway = FakeGateway(external_address="80.100.100.1")
-    port = gateway.listen()
-    yield gateway, port.getHost().port
-    port.stopListening()
-
-
-@pytest.fixture
 def client_for():  # type: ignore[no-untyped-def]
     ports = []
 
@@ -48,8 +40,8 @@ def client_for():  # type: ignore[no-untyped-def]
 
 
 @pytest_twisted.ensureDeferred
-async def test_R08_thousand_concurrent_mappings_one_in_flight(gateway, client_for) -> None:  # type: ignore[no-untyped-def]
-    fake, port = gateway
+async def test_R08_thousand_concurrent_mappings_one_in_flight(loopback_gateway, client_for) -> None:  # type: ignore[no-untyped-def]
+    fake, port = loopback_gateway
     client = client_for(port)
     internal_ports = range(20000, 21000)
     mappings = await defer.gatherResults(
@@ -62,9 +54,9 @@ async def test_R08_thousand_concurrent_mappings_one_in_flight(gateway, client_fo
 
 
 @pytest_twisted.ensureDeferred
-async def test_fake_gateway_sees_concurrency_of_a_client_that_does_not_queue(gateway) -> None:  # type: ignore[no-untyped-def]
+async def test_fake_gateway_sees_concurrency_of_a_client_that_does_not_queue(loopback_gateway) -> None:  # type: ignore[no-untyped-def]
     """The measure behind R08 can fail: requests sent all at once are seen outstanding together."""
-    fake, port = gateway
+    fake, port = loopback_gateway
     received = defer.Deferred()  # type: ignore[var-annotated]
     answers: list[bytes] = []
 
@@ -85,8 +77,8 @@ async def test_fake_gateway_sees_concurrency_of_a_client_that_does_not_queue(gat
 
 
 @pytest_twisted.ensureDeferred
-async def test_R11_forged_answer_from_another_local_socket_is_ignored(gateway, client_for) -> None:  # type: ignore[no-untyped-def]
-    fake, port = gateway
+async def test_R11_forged_answer_from_another_local_socket_is_ignored(loopback_gateway, client_for) -> None:  # type: ignore[no-untyped-def]
+    fake, port = loopback_gateway
     fake.delay = 0.1
     client = client_for(port)
     pending = client.map_port("tcp", 8080, lifetime=600)
@@ -119,8 +111,8 @@ async def test_R10_port_unreachable_does_not_kill_the_client(client_for) -> None
 
 
 @pytest_twisted.ensureDeferred
-async def test_fake_gateway_announces_to_unicast_destinations(gateway) -> None:  # type: ignore[no-untyped-def]
-    fake, _ = gateway
+async def test_fake_gateway_announces_to_unicast_destinations(loopback_gateway) -> None:  # type: ignore[no-untyped-def]
+    fake, _ = loopback_gateway
     heard: defer.Deferred[bytes] = defer.Deferred()
 
     class Listener(DatagramProtocol):
