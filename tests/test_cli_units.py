@@ -128,9 +128,9 @@ def _report(*events: MappingEvent, as_json: bool = False) -> list[str]:
 
 
 def test_one_line_format_for_a_mapping() -> None:
-    assert mapping_line(M, "203.0.113.7") == "tcp:8080 -> 203.0.113.7:18080 for 7200 s"
+    assert mapping_line(M, "203.0.113.7") == "tcp:8080 -> 203.0.113.7:18080 for 7200 s (NAT-PMP)"
     assert _report(MappingEvent(EventKind.MAPPED, SPEC, M, external_address="203.0.113.7")) == [
-        "tcp:8080 -> 203.0.113.7:18080 for 7200 s"]
+        "tcp:8080 -> 203.0.113.7:18080 for 7200 s (NAT-PMP)"]
 
 
 def test_a_mapping_made_again_after_a_reboot_is_re_created_not_renewed() -> None:
@@ -147,7 +147,7 @@ def test_a_mapping_made_again_after_a_reboot_is_re_created_not_renewed() -> None
         MappingEvent(EventKind.EXPIRED, SPEC, None, M, external_address=where),
         MappingEvent(EventKind.REMOVED, SPEC, None, M, external_address=where),
     )
-    line = "tcp:8080 -> 203.0.113.7:18080 for 7200 s"
+    line = "tcp:8080 -> 203.0.113.7:18080 for 7200 s (NAT-PMP)"
     assert lines == [
         line, f"renewed {line}",
         "the gateway lost its mappings (rebooted?): re-creating them",

@@ -74,10 +74,18 @@ def mapping_fields(mapping: Mapping) -> dict[str, Any]:
     return asdict(mapping, filter=lambda attribute, _: attribute.name != "nonce")
 
 
+#: How each method is named to a person.
+METHOD_NAMES = {"natpmp": "NAT-PMP", "pcp": "PCP", "upnp": "UPnP"}
+
+
+def method_name(method: str) -> str:
+    return METHOD_NAMES.get(method, method)
+
+
 def mapping_line(mapping: Mapping, address: str | None) -> str:
-    """The one way a mapping is written: C{tcp:8080 -> 203.0.113.7:8080 for 7200 s}."""
+    """The one way a mapping is written: C{tcp:8080 -> 203.0.113.7:8080 for 7200 s (PCP)}."""
     return (f"{mapping.protocol}:{mapping.internal_port} -> {address or '?'}:"
-            f"{mapping.external_port} for {mapping.lifetime} s")
+            f"{mapping.external_port} for {mapping.lifetime} s ({method_name(mapping.method)})")
 
 
 def spec_name(spec: MappingSpec | None) -> str:
