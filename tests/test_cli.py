@@ -453,10 +453,16 @@ async def test_signals_stop_a_command_waiting_on_a_silent_gateway(
 async def test_demo_tells_the_story_and_exits_0() -> None:
     out, err, code = await natpmp("demo")
     assert code == 0, err
-    for words in ["reachable at 203.0.113.7:8080", "Renewed at half its lifetime",
-                  "Noticed: the epoch went back", "Re-created", "203.0.113.8",
-                  "The gateway holds 0 mappings"]:
-        assert words in out
+    pcp_round, natpmp_round = out.split("A gateway double that speaks only NAT-PMP")
+    for words in ["discovery picked PCP", "reachable at 203.0.113.7:8080 for 4 s (PCP)",
+                  "between 1/2 and 5/8 of its lifetime", "Noticed: the epoch went back",
+                  "Re-created", "again (PCP)"]:
+        assert words in pcp_round
+    for words in ['"unsupported version": discovery picked NAT-PMP',
+                  "reachable at 203.0.113.7:8080 for 4 s (NAT-PMP)",
+                  "Renewed at half its lifetime", "203.0.113.8", "The gateways hold 0 mappings"]:
+        assert words in natpmp_round
+    assert "NAT-PMP)" not in pcp_round and "(PCP)" not in natpmp_round
     assert err == ""  # each event said once: the story, not the log again
 
 
@@ -469,7 +475,7 @@ async def test_demo_stops_on_a_signal_and_cleans_up() -> None:
     process.signalProcess("TERM")
     ended = await watch.ended.addTimeout(3, reactor)
     assert ended.exitCode == 143, watch.err
-    assert b"Stopping: deleting every mapping" in watch.out and b"Traceback" not in watch.err
+    assert b"Stopping: deleting the mapping" in watch.out and b"Traceback" not in watch.err
 
 
 @pytest_twisted.ensureDeferred
