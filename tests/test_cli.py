@@ -146,7 +146,7 @@ async def test_hold_for_a_while_then_delete(gateway: tuple[FakeGateway, str]) ->
     lines = out.splitlines()
     assert lines[0] == "tcp:8080 -> 80.100.100.1:8080 for 1 s (NAT-PMP)"
     assert "renewed tcp:8080 -> 80.100.100.1:8080 for 1 s (NAT-PMP)" in lines
-    assert lines[-1] == "deleted tcp:8080"
+    assert lines[-1] == "deleted tcp:8080 (NAT-PMP)"
     assert fake.mappings == []
     assert "tcp 8080" not in err and "Removed" not in err  # each event said once, on stdout
 
@@ -315,7 +315,8 @@ async def test_map_stopped_half_way_deletes_what_it_asked_for(
     assert ended.exitCode == 130, watch.err
     assert fake.mappings == []
     assert watch.out.decode().splitlines() == [
-        "tcp:18050 -> 80.100.100.1:18050 for 7200 s (NAT-PMP)", "deleted tcp:18050", "deleted tcp:18051"]
+        "tcp:18050 -> 80.100.100.1:18050 for 7200 s (NAT-PMP)", "deleted tcp:18050 (NAT-PMP)",
+        "deleted tcp:18051 (NAT-PMP)"]
 
 
 @pytest_twisted.ensureDeferred

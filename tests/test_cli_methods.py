@@ -246,7 +246,7 @@ async def test_hold_names_the_method_and_deletes_with_it(
     out, err, code = await natpmp("hold", "tcp:8080", "-g", where, "--for", "1")
     assert code == 0, err
     assert out.splitlines() == ["tcp:8080 -> 80.100.100.1:8080 for 7200 s (PCP)",
-                                "deleted tcp:8080"]
+                                "deleted tcp:8080 (PCP)"]
     assert fake.mappings == [] and set(kinds(fake)) == {"announce", "map", "delete"}
     out, err, code = await natpmp("hold", "tcp:8080", "-g", where, "--for", "1",
                                   "--method", "natpmp")

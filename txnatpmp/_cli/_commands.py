@@ -181,8 +181,10 @@ async def map_once(ctx: Context) -> int:
             if await ctx.stop.bounded(gatherResults(deletes, consumeErrors=True)):
                 for s in asked:
                     forget(store, gateway, s)
-                    ctx.out.say(f"deleted {s.protocol}:{s.internal_port}",
-                                deleted=s.internal_port, protocol=s.protocol)
+                    ctx.out.say(f"deleted {s.protocol}:{s.internal_port} "
+                                f"({method_name(mapper.method)})",
+                                deleted=s.internal_port, protocol=s.protocol,
+                                method=mapper.method)
             raise
     return 0
 

@@ -150,7 +150,8 @@ class EventReport:
             "address changed": f"external address is now {event.external_address}",
             "gateway lost state": "the gateway lost its mappings (rebooted?): re-creating them",
             "mapping failed": f"{spec_name(spec)}: {event.error}",
-            "removed": f"deleted {spec_name(spec)}",
+            "removed": f"deleted {spec_name(spec)}"
+                       + (f" ({method_name(previous.method)})" if previous is not None else ""),
         }
         data = {"event": shown, "spec": str(spec) if spec else None,
                 "external_address": event.external_address,
