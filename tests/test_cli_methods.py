@@ -263,3 +263,19 @@ async def test_method_is_checked_before_anything_is_sent(
     out, err, code = await natpmp("map", "tcp:8080", "-g", where, "--method", "upnp")
     assert code == 2 and "invalid choice: 'upnp'" in err
     assert fake.received == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_state_file_that_cannot_be_written_is_said_and_the_mapping_stands(
+    pcp_gateway: tuple[FakeGateway, str], tmp_path: Path,
+) -> None:
+    """The mapping was made: exit 0, with a warning that unmap will not be able to delete it."""
+    fake, where = pcp_gateway
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("")
+    natpmp = Command(blocked)  # XDG_STATE_HOME is a file: the folder cannot be made
+    out, err, code = await natpmp("map", "tcp:8080", "-l", "600", "-g", where)
+    assert (out, code) == ("tcp:8080 -> 80.100.100.1:8080 for 600 s (PCP)\n", 0), err
+    assert "Cannot keep tcp:8080 in" in err and "will not be able to delete it" in err
+    assert "expires in 600 s" in err and "Traceback" not in err
+    assert fake.mapping_for("tcp", 8080) is not None
