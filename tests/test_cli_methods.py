@@ -124,6 +124,7 @@ async def test_unmap_without_a_kept_nonce_says_it_cannot_and_exits_1(
     out, err, code = await natpmp("unmap", "tcp:8080", "-g", where)
     assert (out, code) == ("", 1), err
     assert "PCP refuses deletes without its nonce" in err and "tcp:8080" in err
+    assert err.count("\n") == 1, err  # one line: the mapper given back once, closed once
     assert fake.mapping_for("tcp", 8080) is not None
     assert kinds(fake)[sent:] == ["announce"]  # no delete sent that could only be refused
 
