@@ -23,6 +23,15 @@ ROOT = Path(__file__).parent.parent
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
+@pytest.fixture(autouse=True)
+def private_state(tmp_path: Path) -> Iterator[Path]:
+    """Each test's own state folder: natpmp map keeps PCP nonces there, never in ~."""
+    state = tmp_path / "state"
+    ENV["XDG_STATE_HOME"] = str(state)
+    yield state
+    del ENV["XDG_STATE_HOME"]
+
+
 @pytest.fixture
 def gateway() -> Iterator[tuple[FakeGateway, str]]:
     fake = FakeGateway(external_address="80.100.100.1")
@@ -52,15 +61,16 @@ async def test_map_and_unmap(gateway: tuple[FakeGateway, str]) -> None:
     out, err, code = await natpmp("map", "tcp:8080", "-u", "5353", "-l", "600", "-g", where)
     assert code == 0, err
     assert out.splitlines() == [  # the one mapping line format, as hold and run print it
-        "tcp:8080 -> 80.100.100.1:8080 for 600 s",
-        "udp:5353 -> 80.100.100.1:5353 for 600 s",
+        "tcp:8080 -> 80.100.100.1:8080 for 600 s (NAT-PMP)",
+        "udp:5353 -> 80.100.100.1:5353 for 600 s (NAT-PMP)",
     ]
     assert fake.mapping_for("tcp", 8080) and fake.mapping_for("udp", 5353)
     out, err, code = await natpmp("unmap", "tcp:8080", "-g", where)
-    assert (out, code) == ("deleted tcp:8080\n", 0), err
+    assert (out, code) == ("deleted tcp:8080 (NAT-PMP)\n", 0), err
     assert fake.mapping_for("tcp", 8080) is None
     out, _, code = await natpmp("unmap", "--all", "udp", "-g", where, "--json")
-    assert code == 0 and json.loads(out) == {"deleted": "all", "protocol": "udp"}
+    assert code == 0 and json.loads(out) == {"deleted": "all", "protocol": "udp",
+                                             "method": "natpmp"}
     assert fake.mappings == []
 
 
@@ -103,7 +113,7 @@ async def test_silent_gateway_shows_progress_then_gives_up(
 ) -> None:
     fake, where = gateway
     fake.online = False
-    out, err, code = await natpmp("address", "-g", where, "--attempts", "3")
+    out, err, code = await natpmp("address", "-g", where, "--attempts", "3", "--method", "natpmp")
     assert code == 1 and out == ""
     lines = err.splitlines()
     assert lines[:2] == [
@@ -114,14 +124,29 @@ async def test_silent_gateway_shows_progress_then_gives_up(
 
 
 @pytest_twisted.ensureDeferred
+async def test_auto_on_a_silent_gateway_gives_up_after_the_discovery_probe(
+    gateway: tuple[FakeGateway, str],
+) -> None:
+    """P42: with auto the first thing sent is one PCP ANNOUNCE, given up after 3 s."""
+    fake, where = gateway
+    fake.online = False
+    out, err, code = await natpmp("map", "tcp:8080", "-g", where)
+    assert code == 1 and out == ""
+    assert err.splitlines()[-1].startswith(
+        f"natpmp: no answer from {where} after "), err
+    sent = [r.data[0] for r in fake.received]
+    assert sent in ([2, 2], [2, 2, 2]), sent  # PCP only (1 s, ~2 s), given up at 3 s
+
+
+@pytest_twisted.ensureDeferred
 async def test_hold_for_a_while_then_delete(gateway: tuple[FakeGateway, str]) -> None:
     fake, where = gateway
     out, err, code = await natpmp("hold", "tcp:8080", "-g", where, "--for", "1.5", "-l", "1")
     assert code == 0, err
     lines = out.splitlines()
-    assert lines[0] == "tcp:8080 -> 80.100.100.1:8080 for 1 s"
-    assert "renewed tcp:8080 -> 80.100.100.1:8080 for 1 s" in lines
-    assert lines[-1] == "deleted tcp:8080"
+    assert lines[0] == "tcp:8080 -> 80.100.100.1:8080 for 1 s (NAT-PMP)"
+    assert "renewed tcp:8080 -> 80.100.100.1:8080 for 1 s (NAT-PMP)" in lines
+    assert lines[-1] == "deleted tcp:8080 (NAT-PMP)"
     assert fake.mappings == []
     assert "tcp 8080" not in err and "Removed" not in err  # each event said once, on stdout
 
@@ -290,7 +315,8 @@ async def test_map_stopped_half_way_deletes_what_it_asked_for(
     assert ended.exitCode == 130, watch.err
     assert fake.mappings == []
     assert watch.out.decode().splitlines() == [
-        "tcp:18050 -> 80.100.100.1:18050 for 7200 s", "deleted tcp:18050", "deleted tcp:18051"]
+        "tcp:18050 -> 80.100.100.1:18050 for 7200 s (NAT-PMP)", "deleted tcp:18050 (NAT-PMP)",
+        "deleted tcp:18051 (NAT-PMP)"]
 
 
 @pytest_twisted.ensureDeferred
@@ -428,10 +454,16 @@ async def test_signals_stop_a_command_waiting_on_a_silent_gateway(
 async def test_demo_tells_the_story_and_exits_0() -> None:
     out, err, code = await natpmp("demo")
     assert code == 0, err
-    for words in ["reachable at 203.0.113.7:8080", "Renewed at half its lifetime",
-                  "Noticed: the epoch went back", "Re-created", "203.0.113.8",
-                  "The gateway holds 0 mappings"]:
-        assert words in out
+    pcp_round, natpmp_round = out.split("A gateway double that speaks only NAT-PMP")
+    for words in ["discovery picked PCP", "reachable at 203.0.113.7:8080 for 4 s (PCP)",
+                  "between 1/2 and 5/8 of its lifetime", "Noticed: the epoch went back",
+                  "Re-created", "again (PCP)"]:
+        assert words in pcp_round
+    for words in ['"unsupported version": discovery picked NAT-PMP',
+                  "reachable at 203.0.113.7:8080 for 4 s (NAT-PMP)",
+                  "Renewed at half its lifetime", "203.0.113.8", "The gateways hold 0 mappings"]:
+        assert words in natpmp_round
+    assert "NAT-PMP)" not in pcp_round and "(PCP)" not in natpmp_round
     assert err == ""  # each event said once: the story, not the log again
 
 
@@ -444,7 +476,7 @@ async def test_demo_stops_on_a_signal_and_cleans_up() -> None:
     process.signalProcess("TERM")
     ended = await watch.ended.addTimeout(3, reactor)
     assert ended.exitCode == 143, watch.err
-    assert b"Stopping: deleting every mapping" in watch.out and b"Traceback" not in watch.err
+    assert b"Stopping: deleting the mapping" in watch.out and b"Traceback" not in watch.err
 
 
 @pytest_twisted.ensureDeferred
@@ -457,13 +489,13 @@ async def test_version_and_the_older_forms_against_a_gateway_double(
     out, _, code = await natpmp("--version")
     assert (out, code) == (f"natpmp (txnatpmp) {__version__}\n", 0)
     out, err, code = await natpmp("-u", "-l", "1800", "-g", where, "15353", "5353")
-    assert (out, code) == ("udp:5353 -> 80.100.100.1:15353 for 1800 s\n", 0), err
+    assert (out, code) == ("udp:5353 -> 80.100.100.1:15353 for 1800 s (NAT-PMP)\n", 0), err
     out, err, code = await natpmp("-g", where, "-p", "18040", "echo %p %h %P %H 100%%")
     assert (out, code) == ("18040 127.0.0.1 18040 80.100.100.1 100%\n", 0), err
     assert fake.mapping_for("tcp", 18040) is None  # held while it ran, then deleted
     out, err, code = await natpmp("-g", where, "-p", "18041", "-P", "18042", "-t", "udp",
                                   "--ttl", "60")
-    assert (out, code) == ("udp:18041 -> 80.100.100.1:18042 for 60 s\n", 0), err
+    assert (out, code) == ("udp:18041 -> 80.100.100.1:18042 for 60 s (NAT-PMP)\n", 0), err
     out, err, code = await natpmp("map", "-g", where, "0", "0")
     assert code == 0, err
     local = int(out.split()[0].split(":")[1])

@@ -224,3 +224,24 @@ def test_the_subcommand_list_is_the_parsers() -> None:
     from txnatpmp._cli._parsing import SUBCOMMANDS
 
     assert set(SUBCOMMANDS) == set(build_parser().subcommands)
+
+
+@pytest.mark.parametrize("argv", [["address"], ["map", "tcp:1"], ["unmap", "tcp:1"],
+                                  ["hold", "tcp:1"], ["run", "tcp:1", "--", "true"],
+                                  ["60009", "60009"], ["-p", "1234", "echo %p"]])
+def test_method_on_every_command_defaults_to_auto(argv: list[str]) -> None:
+    cut = argv.index("--") if "--" in argv else len(argv)
+    assert parse_arguments(argv).method == "auto"
+    for method in ("auto", "pcp", "natpmp"):
+        with_method = argv[:cut] + ["--method", method] + argv[cut:]
+        if argv[0].isdigit() or argv[0].startswith("-"):  # the older forms: options first
+            with_method = ["--method", method] + argv
+        assert parse_arguments(with_method).method == method
+
+
+@pytest.mark.parametrize("value", ["upnp", "PCP", "", "nat-pmp"])
+def test_an_unknown_method_is_a_usage_error(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        parse_arguments(["map", "tcp:1", "--method", value])
+    assert stopped.value.code == 2
+    assert "--method" in capsys.readouterr().err

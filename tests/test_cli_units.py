@@ -128,9 +128,9 @@ def _report(*events: MappingEvent, as_json: bool = False) -> list[str]:
 
 
 def test_one_line_format_for_a_mapping() -> None:
-    assert mapping_line(M, "203.0.113.7") == "tcp:8080 -> 203.0.113.7:18080 for 7200 s"
+    assert mapping_line(M, "203.0.113.7") == "tcp:8080 -> 203.0.113.7:18080 for 7200 s (NAT-PMP)"
     assert _report(MappingEvent(EventKind.MAPPED, SPEC, M, external_address="203.0.113.7")) == [
-        "tcp:8080 -> 203.0.113.7:18080 for 7200 s"]
+        "tcp:8080 -> 203.0.113.7:18080 for 7200 s (NAT-PMP)"]
 
 
 def test_a_mapping_made_again_after_a_reboot_is_re_created_not_renewed() -> None:
@@ -147,7 +147,7 @@ def test_a_mapping_made_again_after_a_reboot_is_re_created_not_renewed() -> None
         MappingEvent(EventKind.EXPIRED, SPEC, None, M, external_address=where),
         MappingEvent(EventKind.REMOVED, SPEC, None, M, external_address=where),
     )
-    line = "tcp:8080 -> 203.0.113.7:18080 for 7200 s"
+    line = "tcp:8080 -> 203.0.113.7:18080 for 7200 s (NAT-PMP)"
     assert lines == [
         line, f"renewed {line}",
         "the gateway lost its mappings (rebooted?): re-creating them",
@@ -155,8 +155,14 @@ def test_a_mapping_made_again_after_a_reboot_is_re_created_not_renewed() -> None
         "the gateway lost its mappings (rebooted?): re-creating them",
         f"re-created {line}", f"renewed {line}",
         "expired tcp:8080 (was -> 203.0.113.7:18080): re-creating it",
-        "deleted tcp:8080",
+        "deleted tcp:8080 (NAT-PMP)",
     ]
+    pcp = Mapping("tcp", 8080, 18080, 7200, 1, "pcp", external_address=where)
+    assert _report(MappingEvent(EventKind.MAPPED, SPEC, pcp, external_address=where),
+                   MappingEvent(EventKind.REMOVED, SPEC, None, pcp, external_address=where),
+                   MappingEvent(EventKind.REMOVED, SPEC, None, None)) == [
+        "tcp:8080 -> 203.0.113.7:18080 for 7200 s (PCP)", "deleted tcp:8080 (PCP)",
+        "deleted tcp:8080"]  # nothing known of how it was made: no method said
 
 
 def test_json_event_lines_name_the_event_as_shown() -> None:

@@ -14,7 +14,8 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, s
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.protocol import Factory, Protocol
 
-from txnatpmp import EventKind, MappingEvent, NotAuthorized
+from txnatpmp import EventKind, MappingEvent, NotAuthorized, hold_mapping
+from txnatpmp._mapper.shared import check_methods
 from txnatpmp.endpoints import NATPMPServerEndpoint, NATPMPServerParser
 from txnatpmp.testing import FakeGateway
 
@@ -55,11 +56,24 @@ def test_plugin_wraps_any_inner_endpoint() -> None:
         ("natpmp:8080:gateway=router.lan", "IPv4 address"),
         (r"natpmp:8080:gateway=198.51.100.1\:x", "gateway port"),
         ("natpmp:8080:colour=blue", "unknown options"),
+        ("natpmp:8080:method=upnp", "method must be auto, pcp or natpmp"),
+        ("natpmp:8080:method=", "method must be auto, pcp or natpmp"),
     ],
 )
 def test_bad_descriptions_raise_value_error(description: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         serverFromString(reactor, description)
+
+
+def test_method_keyword_chooses_the_methods() -> None:
+    assert parse("natpmp:8080").methods == ("pcp", "natpmp")
+    assert parse("natpmp:8080:method=auto").methods == ("pcp", "natpmp")
+    assert parse("natpmp:8080:method=pcp").methods == ("pcp",)
+    endpoint = parse(r"natpmp:tcp:8080:interface=127.0.0.1:method=natpmp")
+    assert endpoint.methods == ("natpmp",)
+    assert endpoint.inner._interface == "127.0.0.1"  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match="methods must be"):
+        NATPMPServerEndpoint(reactor, TCP4ServerEndpoint(reactor, 0), methods="upnp")
 
 
 def test_parser_object_is_the_plugin() -> None:
@@ -165,3 +179,52 @@ def test_only_ascii_digits_make_a_number_in_an_endpoint_string(description: str,
         parse(description)
     with pytest.raises(ValueError):
         parse("natpmp:\u0668\u0660\u0668\u0660")  # not the short form, and no endpoint either
+
+
+@pytest.fixture
+def pcp_gateway() -> Iterator[tuple[FakeGateway, int]]:
+    fake = FakeGateway(external_address="80.100.100.1", pcp=True)
+    port = fake.listen()
+    yield fake, port.getHost().port
+    port.stopListening()
+
+
+def _methods_seen(fake: FakeGateway) -> set[str]:
+    return {"pcp" if r.data[:1] == b"\x02" else "natpmp" for r in fake.received}
+
+
+@pytest.mark.parametrize("methods, used", [("auto", "pcp"), ("pcp", "pcp"),
+                                           (("natpmp",), "natpmp")])
+@pytest_twisted.ensureDeferred
+async def test_endpoint_maps_with_the_method_asked_for(
+    pcp_gateway: tuple[FakeGateway, int], methods: str | tuple[str, ...], used: str,
+) -> None:
+    """The endpoint's methods: auto and pcp map through PCP on a PCP gateway; natpmp keeps to
+    NAT-PMP; the delete on stopListening uses the same method (P30)."""
+    fake, gateway_port = pcp_gateway
+    inner = TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1")
+    endpoint = NATPMPServerEndpoint(reactor, inner, gateway="127.0.0.1",
+                                    gateway_port=gateway_port, announcements=False,
+                                    methods=methods)
+    listening = await endpoint.listen(Factory.forProtocol(Greeter))
+    assert listening.mapping is not None and listening.mapping.method == used
+    assert listening.public_address == "80.100.100.1"
+    await listening.stopListening()
+    assert fake.mappings == []
+    assert _methods_seen(fake) == {used}
+
+
+@pytest.mark.parametrize("methods, used", [("auto", "pcp"), (("natpmp",), "natpmp")])
+@pytest_twisted.ensureDeferred
+async def test_hold_mapping_passes_methods_to_the_service(
+    pcp_gateway: tuple[FakeGateway, int], methods: str | tuple[str, ...], used: str,
+) -> None:
+    """hold_mapping(..., methods=...) reaches the service that holds the mapping."""
+    fake, gateway_port = pcp_gateway
+    async with hold_mapping("udp:18090", "127.0.0.1", gateway_port, reactor,
+                            methods=methods, announcements=False) as held:
+        assert held.service.methods == check_methods(methods)
+        assert held.mapping is not None and held.mapping.method == used
+        assert fake.mapping_for("udp", 18090) is not None
+    assert fake.mappings == []
+    assert _methods_seen(fake) == {used}

@@ -56,6 +56,8 @@ def test_gateway_lifetime_and_status_file() -> None:
         (["-m", "tcp:1", "-g", "198.51.100.1:x"], "gateway port"),
         (["-m", "tcp:1", "-g", "198.51.100.1:0"], "gateway port"),
         (["-m", "tcp:1", "--colour"], "colour"),
+        (["-m", "tcp:1", "--method", "upnp"], "--method must be auto, pcp or natpmp"),
+        (["-m", "tcp:1", "--method", "PCP"], "--method must be auto, pcp or natpmp"),
         (["-m", "tcp:\u0663\u0660\u0660\u0661\u0660"], "from 1 to 65535"),
         (["-m", "tcp:\uff18\uff10"], "from 1 to 65535"),
         (["-m", "tcp:1", "-l", "\u0663"], "lifetime"),
@@ -100,9 +102,22 @@ def test_a_writable_status_file_is_accepted_and_the_check_leaves_nothing_behind(
         parse("-m", "tcp:1", "--status-file", str(tmp_path))
 
 
+@pytest.mark.parametrize("argv, methods", [
+    ([], ("pcp", "natpmp")),
+    (["--method", "auto"], ("pcp", "natpmp")),
+    (["--method", "pcp"], ("pcp",)),
+    (["--method", "natpmp"], ("natpmp",)),
+])
+def test_method_option_reaches_the_service(argv: list[str], methods: tuple[str, ...]) -> None:
+    """twist natpmp --method: auto by default; the service tries exactly those methods."""
+    top = makeService(parse("-m", "tcp:60010", "-g", "198.51.100.1", *argv))
+    [service] = [s for s in top if isinstance(s, MappingService)]
+    assert service.methods == methods
+
+
 def test_synopsis_lists_every_option() -> None:
     synopsis = Options.synopsis
-    for option in ("--map", "--gateway", "--lifetime", "--status-file"):
+    for option in ("--map", "--gateway", "--lifetime", "--status-file", "--method"):
         assert option in synopsis
 
 

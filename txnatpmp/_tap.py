@@ -12,6 +12,7 @@ from twisted.python import usage
 
 from ._reactor import global_reactor
 from ._hold import keeping
+from ._mapper.shared import check_methods
 from ._service.status import check_status_file
 from ._spec import MappingSpec, parse_gateway, parse_lifetime, parse_spec
 
@@ -20,9 +21,10 @@ class Options(usage.Options):
     """Command-line options of the natpmp plugin."""
 
     synopsis = ("--map SPEC [--map SPEC ...] [--gateway ADDRESS[:PORT]] [--lifetime SECONDS] "
-                "[--status-file PATH]")
+                "[--method auto|pcp|natpmp] [--status-file PATH]")
     longdesc = (
-        "Keep port mappings open on the NAT-PMP gateway (RFC 6886): create them, renew them, "
+        "Keep port mappings open on the gateway, through PCP (RFC 6887) where it speaks it, else "
+        "NAT-PMP (RFC 6886): create them, renew them, "
         "re-create them after the router reboots, and delete them on exit. Examples: "
         "twist natpmp --map tcp:60010;  twistd -n natpmp -m tcp:8080:80 -m udp:5353 -g 198.51.100.1"
     )
@@ -30,6 +32,8 @@ class Options(usage.Options):
         ["gateway", "g", None, "Gateway ADDRESS[:PORT] (default: the default route's gateway)."],
         ["lifetime", "l", "7200", "Lifetime to request, in seconds."],
         ["status-file", None, None, "Write the current mappings to this file as JSON."],
+        ["method", None, "auto", "auto (PCP where the gateway speaks it, else NAT-PMP), pcp or "
+                                 "natpmp."],
     ]
 
     def __init__(self) -> None:
@@ -55,6 +59,9 @@ class Options(usage.Options):
             raise usage.UsageError("at least one --map is needed, for example --map tcp:60010")
         try:
             self["lifetime"] = parse_lifetime(self["lifetime"])
+            if self["method"] not in ("auto", "pcp", "natpmp"):
+                raise ValueError(f"--method must be auto, pcp or natpmp, not {self['method']!r}")
+            self["methods"] = check_methods(self["method"])
             if self["gateway"] is not None:
                 self["gateway"] = parse_gateway(self["gateway"])
             if self["status-file"] is not None:
@@ -96,7 +103,8 @@ class StopOnHangup(Service):
 def makeService(options: Any) -> MultiService:
     """A L{MappingService} keeping every C{--map}, and L{StopOnHangup}."""
     service, firsts = keeping(options["map"], options["gateway"], lifetime=options["lifetime"],
-                              status_file=options["status-file"])
+                              status_file=options["status-file"],
+                              methods=options.get("methods", "auto"))
     for first in firsts:  # the service logs failures and keeps trying: nobody waits here
         first.addErrback(lambda _: None)
     top = MultiService()  # type: ignore[no-untyped-call]

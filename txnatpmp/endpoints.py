@@ -3,6 +3,7 @@ The C{natpmp:} server endpoint: listen locally and map the port on the gateway.
 
     twist web --listen natpmp:8080 --path .
     twist web --listen natpmp:8080:external=80:lifetime=3600 --path .
+    twist web --listen natpmp:8080:method=natpmp --path .   (method=auto|pcp|natpmp)
     twist web --listen natpmp:tcp\\:8080\\:interface=198.51.100.10 ...   (any inner endpoint)
 
 or from Python::
@@ -14,7 +15,7 @@ or from Python::
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import TCP4ServerEndpoint, quoteStringArgument, serverFromString
@@ -29,6 +30,7 @@ from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from ._hold import HeldMapping, keeping, start_holding
+from ._mapper.shared import check_methods
 from ._service import MappingService
 from ._spec import (
     DEFAULT_LIFETIME,
@@ -102,9 +104,16 @@ class NATPMPServerEndpoint:
         lifetime: int = DEFAULT_LIFETIME,
         gateway: str | None = None,
         gateway_port: int = SERVER_PORT,
+        methods: Sequence[str] | str = "auto",
         **service_options: Any,
     ) -> None:
+        """
+        @param methods: C{"auto"} (PCP where the gateway speaks it, else NAT-PMP), or some of
+            C{"pcp"}, C{"natpmp"}.
+        @raise ValueError: for a bad lifetime or methods, before anything is sent.
+        """
         self._reactor = reactor
+        self.methods = check_methods(methods)
         self.inner = inner
         self.external_port = external_port
         self.lifetime = parse_lifetime(lifetime)
@@ -120,7 +129,7 @@ class NATPMPServerEndpoint:
         spec = MappingSpec("tcp", port.getHost().port, self.external_port)  # type: ignore[attr-defined]
         where = Gateway(self.gateway, self.gateway_port) if self.gateway is not None else None
         service, firsts = keeping([spec], where, self._reactor, lifetime=self.lifetime,
-                                  **self._service_options)
+                                  methods=self.methods, **self._service_options)
         try:
             await start_holding(service, firsts)
         except BaseException:
@@ -148,9 +157,9 @@ def _port_option(name: str, text: str, lowest: int = 1) -> int:
 class NATPMPServerParser:
     """
     Parses C{natpmp:PORT[:interface=ADDRESS][:external=PORT][:lifetime=SECONDS]
-    [:gateway=ADDRESS[\\:PORT]]}, or C{natpmp:INNER...} with any inner server endpoint
-    description (C{natpmp:tcp:8080:interface=...}); the natpmp options are taken out and the
-    rest goes to the inner endpoint.
+    [:gateway=ADDRESS[\\:PORT]][:method=auto|pcp|natpmp]}, or C{natpmp:INNER...} with any inner
+    server endpoint description (C{natpmp:tcp:8080:interface=...}); the natpmp options are taken
+    out and the rest goes to the inner endpoint.
     """
 
     prefix = "natpmp"
@@ -173,6 +182,12 @@ class NATPMPServerParser:
                 options["gateway"], options["gateway_port"] = parse_gateway(kwargs.pop("gateway"))
             except ValueError as error:
                 raise ValueError(f"natpmp endpoint: {error}") from None
+        if "method" in kwargs:
+            method = kwargs.pop("method")
+            if method not in ("auto", "pcp", "natpmp"):
+                raise ValueError(
+                    f"natpmp endpoint: method must be auto, pcp or natpmp, not {method!r}")
+            options["methods"] = check_methods(method)
         if not args or not args[0]:
             raise ValueError("natpmp endpoint needs a port: natpmp:8080")
         if len(args) == 1 and is_ascii_number(args[0]):

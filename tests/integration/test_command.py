@@ -5,12 +5,14 @@ the lab's gateway from the namespace's default route.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 
@@ -31,6 +33,14 @@ while True:
     if not forever:
         sys.exit(7)
 """
+
+
+@pytest.fixture(autouse=True)
+def private_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test's own state folder (natpmp map keeps PCP nonces there), never root's ~."""
+    state = tmp_path / "state"
+    monkeypatch.setenv("XDG_STATE_HOME", str(state))
+    return state
 
 
 def natpmp(lab: Lab, *argv: str):  # type: ignore[no-untyped-def]
@@ -61,7 +71,7 @@ def test_natpmp_address(lab: Lab) -> None:
 def test_natpmp_map_then_unmap(lab: Lab) -> None:
     result = natpmp(lab, "map", "tcp:60010", "-l", "600")
     assert result.returncode == 0, result.stderr
-    assert result.stdout == f"tcp:60010 -> {EXTERNAL_ADDRESS}:60010 for 600 s\n"
+    assert result.stdout == f"tcp:60010 -> {EXTERNAL_ADDRESS}:60010 for 600 s (PCP)\n"
     assert lab.mappings() == [("tcp", 60010, CLIENT, 60010)]
     assert natpmp(lab, "unmap", "tcp:60010").returncode == 0
     assert lab.mappings() == []
@@ -221,7 +231,7 @@ def test_map_with_a_closed_stdout_maps_every_spec_quietly(lab: Lab, how: str) ->
 def test_py_natpmp_forms(lab: Lab) -> None:
     result = natpmp(lab, "-u", "-l", "1800", "60009", "60009")
     assert result.returncode == 0, result.stderr
-    assert result.stdout == f"udp:60009 -> {EXTERNAL_ADDRESS}:60009 for 1800 s\n"
+    assert result.stdout == f"udp:60009 -> {EXTERNAL_ADDRESS}:60009 for 1800 s (PCP)\n"
     result = natpmp(lab, "-g", GATEWAY_LAN, "60011", "60022")
     assert result.returncode == 0, result.stderr
     assert lab.mappings() == [("tcp", 60011, CLIENT, 60022), ("udp", 60009, CLIENT, 60009)]
@@ -239,8 +249,101 @@ def test_ruby_gem_forms(lab: Lab) -> None:
     assert lab.mappings() == []  # held while the command ran, deleted after
     result = natpmp(lab, "-p", "60044", "-P", "60045", "-t", "udp", "--ttl", "600")
     assert result.returncode == 0, result.stderr
-    assert result.stdout == f"udp:60044 -> {EXTERNAL_ADDRESS}:60045 for 600 s\n"
+    assert result.stdout == f"udp:60044 -> {EXTERNAL_ADDRESS}:60045 for 600 s (PCP)\n"
     assert lab.mappings() == [("udp", 60045, CLIENT, 60044)]
     result = natpmp(lab, "echo %p")  # no -p: a free local port, mapped while it runs
     assert result.returncode == 0, result.stderr
     assert int(result.stdout) > 0 and f"deleted tcp:{int(result.stdout)}" in result.stderr
+
+
+# Methods (issue 14): miniupnpd speaks PCP and NAT-PMP.
+
+@pytest.fixture
+def versions(lab: Lab) -> Iterator[None]:
+    """Count PCP (version 2) and NAT-PMP (version 0) datagrams reaching the gateway."""
+    count_by_version(lab)
+    yield
+    lab.gw("nft", "delete", "table", "inet", "versions", check=False)
+
+
+def count_by_version(lab: Lab) -> None:
+    lab.gw("nft", "delete", "table", "inet", "versions", check=False)
+    lab.gw("nft", "add", "table", "inet", "versions")
+    lab.gw("nft", "add", "chain", "inet", "versions", "input",
+           "{ type filter hook input priority -30; }")
+    for version in (2, 0):  # the first byte of the UDP payload
+        lab.gw("nft", "add", "rule", "inet", "versions", "input", "udp", "dport", "5351",
+               "@th,64,8", str(version), "counter")
+
+
+def counted_by_version(lab: Lab) -> dict[str, int]:
+    listing = lab.gw("nft", "list", "table", "inet", "versions").stdout
+    found = re.findall(r"@th,64,8 (0x[0-9a-f]+|\d+) counter packets (\d+)", listing)
+    names = {2: "pcp", 0: "natpmp"}
+    return {names[int(version, 0)]: int(packets) for version, packets in found}
+
+
+def test_map_with_auto_goes_through_pcp_and_a_later_unmap_uses_the_kept_nonce(
+    lab: Lab, private_state: Path, versions: None,
+) -> None:
+    result = natpmp(lab, "map", "tcp:60050", "udp:60051", "-l", "600")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        f"tcp:60050 -> {EXTERNAL_ADDRESS}:60050 for 600 s (PCP)",
+        f"udp:60051 -> {EXTERNAL_ADDRESS}:60051 for 600 s (PCP)"]
+    assert counted_by_version(lab) == {"pcp": 3, "natpmp": 0}  # ANNOUNCE, two MAPs
+    assert lab.mappings() == [("tcp", 60050, CLIENT, 60050), ("udp", 60051, CLIENT, 60051)]
+    kept = json.loads((private_state / "txnatpmp" / "mappings.json").read_text())
+    assert sorted(m["internal_port"] for m in kept["mappings"]) == [60050, 60051]
+
+    result = natpmp(lab, "unmap", "tcp:60050")  # a later process: the nonce from the file
+    assert (result.stdout, result.returncode) == ("deleted tcp:60050 (PCP)\n", 0), result.stderr
+    assert lab.mappings() == [("udp", 60051, CLIENT, 60051)]
+    result = natpmp(lab, "unmap", "--all", "udp")
+    assert result.returncode == 0, result.stderr
+    assert lab.mappings() == []
+    assert counted_by_version(lab)["natpmp"] == 0
+    kept = json.loads((private_state / "txnatpmp" / "mappings.json").read_text())
+    assert kept["mappings"] == []
+
+
+def test_unmap_without_the_nonce_says_so_and_leaves_the_mapping(
+    lab: Lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, private_state: Path,
+) -> None:
+    """PCP refuses deletes without the nonce; a NAT-PMP delete would answer success and delete
+    nothing (P30): the command says it cannot, exit 1, and the rule stays."""
+    assert natpmp(lab, "map", "tcp:60052", "-l", "600").returncode == 0
+    result = natpmp(lab, "unmap", "tcp:60052", "--method", "natpmp")
+    assert result.returncode == 1 and "made through PCP" in result.stderr, result.stderr
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "someone-else"))
+    result = natpmp(lab, "unmap", "tcp:60052")
+    assert (result.stdout, result.returncode) == ("", 1), result.stderr
+    assert "PCP refuses deletes without its nonce" in result.stderr
+    assert lab.mappings() == [("tcp", 60052, CLIENT, 60052)]
+    monkeypatch.setenv("XDG_STATE_HOME", str(private_state))
+    assert natpmp(lab, "unmap", "tcp:60052").returncode == 0
+    assert lab.mappings() == []
+
+
+@pytest.mark.parametrize("method, asked", [("auto", "NAT-PMP"), ("pcp", "PCP"),
+                                           ("natpmp", "NAT-PMP")])
+def test_natpmp_address_with_each_method(lab: Lab, method: str, asked: str) -> None:
+    """P31: miniupnpd answers NAT-PMP's address request; --method pcp maps a port of its own
+    for a moment instead, and deletes it."""
+    result = natpmp(lab, "address", "--method", method, "-v")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"{EXTERNAL_ADDRESS} (gateway up ")
+    assert result.stdout.endswith(f"asked through {asked})\n")
+    assert lab.mappings() == []
+
+
+def test_method_natpmp_still_maps_and_unmaps(lab: Lab, versions: None) -> None:
+    result = natpmp(lab, "map", "tcp:60053", "-l", "600", "--method", "natpmp")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"tcp:60053 -> {EXTERNAL_ADDRESS}:60053 for 600 s (NAT-PMP)\n"
+    assert lab.mappings() == [("tcp", 60053, CLIENT, 60053)]
+    result = natpmp(lab, "unmap", "tcp:60053")  # auto: with the method that made it
+    assert (result.stdout, result.returncode) == ("deleted tcp:60053 (NAT-PMP)\n", 0), \
+        result.stderr
+    assert lab.mappings() == []
+    assert counted_by_version(lab)["pcp"] == 0

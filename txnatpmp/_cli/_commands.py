@@ -9,24 +9,35 @@ created is deleted within L{CLEANUP_BUDGET} seconds, and L{Interrupted} reaches 
 from __future__ import annotations
 
 import os
+import time
 from argparse import Namespace
-from typing import Any, Callable, Coroutine
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Callable, Coroutine
 
 from attrs import evolve, frozen
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
+from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import Logger
 
 from .._client import NATPMPClient
+from .._errors import NATPMPError
 from .._events import MappingEvent
 from .._gateway import find_gateway
-from .._results import Mapping
-from .._schedule import RetransmitSchedule
 from .._hold import keeping
+from .._mapper.natpmp import NATPMPMapper
+from .._mapper.shared import Mapper, acquire_mapper, check_methods, release_mapper
+from .._pcp.schedule import PCPSchedule
+from .._results import ExternalAddress, Mapping
+from .._schedule import RetransmitSchedule
 from .._service import MappingService
 from .._spec import Gateway, MappingSpec
 from ._child import Child, free_port, local_address_towards, resolve, shell_command
-from ._output import EventReport, Output, mapping_fields, mapping_line
+from ._nonces import NonceStore, StoredMapping
+from ._output import EventReport, Output, mapping_fields, mapping_line, method_name
 from ._signals import Interrupted, StopSignals
 from ._tokens import Endpoints, substitute
+
+log = Logger(namespace="txnatpmp._cli")
 
 
 @frozen
@@ -50,11 +61,25 @@ def schedule_of(args: Namespace) -> RetransmitSchedule:
     return RetransmitSchedule(attempts=args.attempts)
 
 
-async def connect(ctx: Context) -> NATPMPClient:
-    host, port = await gateway_of(ctx)
-    client = NATPMPClient(host, port, ctx.reactor, schedule=schedule_of(ctx.args))
-    ctx.reactor.listenUDP(0, client)
-    return client
+def methods_of(args: Namespace) -> tuple[str, ...]:
+    return check_methods(args.method)
+
+
+def pcp_schedule(args: Namespace) -> PCPSchedule:
+    """PCP's timer (RFC 6887), giving up when C{--attempts} NAT-PMP transmissions would."""
+    return PCPSchedule(max_duration=schedule_of(args).total)
+
+
+@asynccontextmanager
+async def mapper_for(ctx: Context, gateway: Gateway,
+                     methods: tuple[str, ...]) -> AsyncIterator[Mapper]:
+    """The process's mapper for C{gateway} (discovering its protocol), released after."""
+    mapper = await ctx.stop.race(acquire_mapper(ctx.reactor, gateway, methods,
+                                                schedule_of(ctx.args)))
+    try:
+        yield mapper
+    finally:
+        release_mapper(ctx.reactor, mapper)
 
 
 def with_free_ports(specs: list[MappingSpec]) -> list[MappingSpec]:
@@ -63,61 +88,228 @@ def with_free_ports(specs: list[MappingSpec]) -> list[MappingSpec]:
             for s in specs]
 
 
+class CannotDelete(NATPMPError):
+    """Some mappings could not be deleted by this command (each reason on its own line)."""
+
+
+# address (P31)
+
+#: The NAT-PMP address request tried first on a PCP gateway: 0.25 s then 0.5 s, given up
+#: after 0.75 s (miniupnpd answers it; a PCP-only server does not).
+NATPMP_ADDRESS_SCHEDULE = RetransmitSchedule(attempts=2)
+#: The lifetime asked for the short MAP that reads the address (a server may grant more).
+ADDRESS_MAP_LIFETIME = 60
+
+
 async def address(ctx: Context) -> int:
-    client = await connect(ctx)
-    public = await ctx.stop.race(client.get_external_address())
-    text = public.address + (f" (gateway up {public.epoch} s)" if ctx.args.verbose else "")
-    ctx.out.say(text, address=public.address, epoch=public.epoch)
+    gateway = await gateway_of(ctx)
+    async with mapper_for(ctx, gateway, methods_of(ctx.args)) as mapper:
+        if mapper.method == "natpmp":
+            public, method = await ctx.stop.race(mapper.external_address()), "natpmp"
+        else:
+            public, method = await pcp_address(ctx, gateway, mapper)
+    text = public.address
+    if ctx.args.verbose:
+        text += f" (gateway up {public.epoch} s, asked through {method_name(method)})"
+    ctx.out.say(text, address=public.address, epoch=public.epoch, method=method)
     return 0
 
+
+async def pcp_address(ctx: Context, gateway: Gateway,
+                      mapper: Mapper) -> tuple[ExternalAddress, str]:
+    """
+    On a PCP gateway: NAT-PMP's address request, once and briefly, when C{auto} allows it
+    (miniupnpd answers it: no mapping made); otherwise a short MAP of a UDP port this process
+    holds open, read and deleted at once (P31).
+    """
+    if "natpmp" in methods_of(ctx.args):
+        client = NATPMPClient(gateway.host, gateway.port, ctx.reactor,
+                              schedule=NATPMP_ADDRESS_SCHEDULE)
+        port = ctx.reactor.listenUDP(0, client)
+        try:
+            return await ctx.stop.race(client.get_external_address()), "natpmp"
+        except NATPMPError as error:
+            log.info("No NAT-PMP address answer ({error}): asking with a short PCP mapping",
+                     error=error)
+        finally:
+            await maybeDeferred(port.stopListening)
+    return await short_map_address(ctx, mapper), "pcp"
+
+
+async def short_map_address(ctx: Context, mapper: Mapper) -> ExternalAddress:
+    """Map a UDP port this process owns for a moment; the answer carries the address."""
+    owned = ctx.reactor.listenUDP(0, DatagramProtocol())  # the wildcard address, for now
+    spec = MappingSpec("udp", owned.getHost().port)
+    try:
+        mapping = await ctx.stop.race(mapper.map(spec, ADDRESS_MAP_LIFETIME,
+                                                 within=schedule_of(ctx.args).total))
+        return ExternalAddress(mapping.external_address or "0.0.0.0", mapping.epoch)
+    finally:
+        # Also when no answer came: the gateway may have made it.
+        await ctx.stop.bounded(mapper.delete(spec).addErrback(lambda _: None))
+        await maybeDeferred(owned.stopListening)
+
+
+# map
 
 async def map_once(ctx: Context) -> int:
     """
-    Create each mapping and print it.  A stop deletes every mapping asked for so far (the one in
-    flight too: the gateway may have made it without the answer arriving).
+    Create each mapping, print it and keep what a later C{natpmp unmap} needs (the PCP nonce).
+    A stop deletes every mapping asked for so far (the one in flight too: the gateway may have
+    made it without the answer arriving).
     """
-    client = await connect(ctx)
-    asked: list[MappingSpec] = []
-    try:
-        public = (await ctx.stop.race(client.get_external_address())).address
-        for spec in with_free_ports(ctx.args.specs):
-            asked.append(spec)
-            m = await ctx.stop.race(client.map_port(spec.protocol, spec.internal_port,
-                                                    spec.external_port, ctx.args.lifetime))
-            ctx.out.say(mapping_line(m, public),
-                        **{**mapping_fields(m), "external_address": public})
-    except Interrupted:
-        deletes = [client.unmap_port(s.protocol, s.internal_port) for s in asked]
-        if await ctx.stop.bounded(gatherResults(deletes, consumeErrors=True)):
-            for s in asked:
-                ctx.out.say(f"deleted {s.protocol}:{s.internal_port}",
-                            deleted=s.internal_port, protocol=s.protocol)
-        raise
+    gateway = await gateway_of(ctx)
+    store = NonceStore()
+    async with mapper_for(ctx, gateway, methods_of(ctx.args)) as mapper:
+        asked: list[MappingSpec] = []
+        made: dict[tuple[str, int], Mapping] = {}
+        try:
+            public: str | None = None
+            if not mapper.reports_address:
+                public = (await ctx.stop.race(mapper.external_address())).address
+            for spec in with_free_ports(ctx.args.specs):
+                asked.append(spec)
+                within = schedule_of(ctx.args).total if mapper.method == "pcp" else None
+                m = await ctx.stop.race(mapper.map(spec, ctx.args.lifetime, within=within))
+                made[spec.key] = m
+                keep(store, gateway, m)
+                shown = m.external_address or public
+                ctx.out.say(mapping_line(m, shown),
+                            **{**mapping_fields(m), "external_address": shown})
+        except Interrupted:
+            deletes = [mapper.delete(s, made.get(s.key)) for s in asked]
+            if await ctx.stop.bounded(gatherResults(deletes, consumeErrors=True)):
+                for s in asked:
+                    forget(store, gateway, s)
+                    ctx.out.say(f"deleted {s.protocol}:{s.internal_port} "
+                                f"({method_name(mapper.method)})",
+                                deleted=s.internal_port, protocol=s.protocol,
+                                method=mapper.method)
+            raise
     return 0
 
+
+def keep(store: NonceStore, gateway: Gateway, mapping: Mapping) -> None:
+    try:
+        store.remember(gateway, mapping)
+    except OSError as error:
+        extra = (": natpmp unmap will not be able to delete it (PCP needs its nonce); it "
+                 f"expires in {mapping.lifetime} s" if mapping.method == "pcp" else "")
+        log.warn("Cannot keep {spec} in {path} ({error}){extra}",
+                 spec=f"{mapping.protocol}:{mapping.internal_port}", path=str(store.path),
+                 error=error.strerror, extra=extra)
+
+
+def forget(store: NonceStore, gateway: Gateway, spec: MappingSpec) -> None:
+    try:
+        store.forget(gateway, spec.protocol, spec.internal_port)
+    except OSError as error:
+        log.warn("Cannot update {path} ({error})", path=str(store.path), error=error.strerror)
+
+
+# unmap
 
 async def unmap(ctx: Context) -> int:
-    client = await connect(ctx)
+    """
+    Delete each mapping with the method (and for PCP the nonce) that made it, as kept by
+    C{natpmp map}; a mapping nothing is kept for, with the gateway's method: NAT-PMP deletes
+    it, PCP cannot (it refuses deletes without the nonce), which is said, and exit 1.
+    """
+    gateway = await gateway_of(ctx)
+    store = NonceStore()
+    methods = methods_of(ctx.args)
     if ctx.args.all is not None:
-        await ctx.stop.race(client.unmap_all(ctx.args.all))
-        ctx.out.say(f"deleted every {ctx.args.all} mapping of this host", deleted="all",
-                    protocol=ctx.args.all)
-        return 0
+        return await unmap_all(ctx, gateway, store, methods)
+    problems: list[str] = []
     for spec in ctx.args.specs:
-        await ctx.stop.race(client.unmap_port(spec.protocol, spec.internal_port))
-        ctx.out.say(f"deleted {spec.protocol}:{spec.internal_port}", deleted=spec.internal_port,
-                    protocol=spec.protocol)
+        problem = await unmap_one(ctx, gateway, store, methods, spec)
+        if problem is not None:
+            problems.append(problem)
+    if problems:
+        raise CannotDelete("\nnatpmp: ".join(problems))
     return 0
 
 
-# Held mappings (hold, run).  The lead swaps these two functions for the shared helper.
+async def unmap_one(ctx: Context, gateway: Gateway, store: NonceStore,
+                    methods: tuple[str, ...], spec: MappingSpec) -> str | None:
+    """Delete one mapping; what went wrong, if anything."""
+    name = f"{spec.protocol}:{spec.internal_port}"
+    stored = store.get(gateway, spec.protocol, spec.internal_port)
+    if stored is not None and stored.method not in methods:
+        made_by = method_name(stored.method)
+        return (f"{name} was made through {made_by} by natpmp map ({expiry(stored)}): "
+                f"delete it with --method {stored.method} or auto"
+                + (" (a NAT-PMP delete of a PCP mapping answers success and deletes nothing)"
+                   if stored.method == "pcp" else ""))
+    async with mapper_for(ctx, gateway,
+                          (stored.method,) if stored is not None else methods) as mapper:
+        if isinstance(mapper, NATPMPMapper):
+            await ctx.stop.race(mapper.client.unmap_port(spec.protocol, spec.internal_port))
+        elif stored is None or stored.nonce is None:
+            return (f"{name}: no PCP nonce is kept for it here, so this is not a mapping "
+                    "natpmp map made as this user on this host (or it has expired): a PCP "
+                    "mapping can only be deleted by the program that made it (PCP refuses "
+                    "deletes without its nonce); it lasts until its lifetime runs out")
+        else:
+            left = await ctx.stop.race(mapper.client.unmap_port(
+                stored.mapping(), schedule=pcp_schedule(ctx.args)))
+            if left.lifetime > 0:  # the server keeps a busy mapping alive (RFC 6887 15)
+                keep(store, gateway, evolve(left, nonce=stored.nonce))
+                ctx.out.say(f"{name}: the gateway keeps it {left.lifetime} s more "
+                            "(it is in use)", kept=spec.internal_port, protocol=spec.protocol,
+                            lifetime=left.lifetime, method="pcp")
+                return None
+    forget(store, gateway, spec)
+    ctx.out.say(f"deleted {name} ({method_name(mapper.method)})", deleted=spec.internal_port,
+                protocol=spec.protocol, method=mapper.method)
+    return None
+
+
+def expiry(stored: StoredMapping) -> str:
+    left = max(0, int(stored.expires - time.time()))
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stored.expires))
+    return f"it expires at {when}, in {left} s"
+
+
+async def unmap_all(ctx: Context, gateway: Gateway, store: NonceStore,
+                    methods: tuple[str, ...]) -> int:
+    """
+    NAT-PMP: one request deletes every mapping of a protocol this host made.  PCP has no such
+    request: every mapping C{natpmp map} kept is deleted with its own method and nonce.
+    """
+    protocol = ctx.args.all
+    async with mapper_for(ctx, gateway, methods) as mapper:
+        if isinstance(mapper, NATPMPMapper):
+            await ctx.stop.race(mapper.client.unmap_all(protocol))
+            for entry in store.entries(gateway, protocol):
+                forget(store, gateway, MappingSpec(protocol, entry.internal_port))
+            ctx.out.say(f"deleted every {protocol} mapping of this host (NAT-PMP)",
+                        deleted="all", protocol=protocol, method="natpmp")
+            return 0
+    problems = []
+    for entry in store.entries(gateway, protocol):
+        if entry.method in methods:
+            problem = await unmap_one(ctx, gateway, store, methods,
+                                      MappingSpec(protocol, entry.internal_port))
+            if problem is not None:
+                problems.append(problem)
+    ctx.out.say(f"deleted every {protocol} mapping natpmp map made here (PCP cannot delete "
+                "the ones other programs made)", deleted="all", protocol=protocol,
+                method=mapper.method)
+    if problems:
+        raise CannotDelete("\nnatpmp: ".join(problems))
+    return 0
+
+
+# Held mappings (hold, run)
 
 def start_keeping(ctx: Context, gateway: Gateway, specs: list[MappingSpec],
                   observer: Callable[[MappingEvent], object],
                   ) -> tuple[MappingService, list[Deferred[Mapping]]]:
     """A started L{MappingService} keeping C{specs}, and each spec's first result."""
     service, firsts = keeping(specs, gateway, ctx.reactor, observer=observer,
-                              lifetime=ctx.args.lifetime, schedule=schedule_of(ctx.args))
+                              lifetime=ctx.args.lifetime, schedule=schedule_of(ctx.args),
+                              methods=methods_of(ctx.args))
     service.startService()
     return service, firsts
 

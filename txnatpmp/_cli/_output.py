@@ -74,10 +74,18 @@ def mapping_fields(mapping: Mapping) -> dict[str, Any]:
     return asdict(mapping, filter=lambda attribute, _: attribute.name != "nonce")
 
 
+#: How each method is named to a person.
+METHOD_NAMES = {"natpmp": "NAT-PMP", "pcp": "PCP", "upnp": "UPnP"}
+
+
+def method_name(method: str) -> str:
+    return METHOD_NAMES.get(method, method)
+
+
 def mapping_line(mapping: Mapping, address: str | None) -> str:
-    """The one way a mapping is written: C{tcp:8080 -> 203.0.113.7:8080 for 7200 s}."""
+    """The one way a mapping is written: C{tcp:8080 -> 203.0.113.7:8080 for 7200 s (PCP)}."""
     return (f"{mapping.protocol}:{mapping.internal_port} -> {address or '?'}:"
-            f"{mapping.external_port} for {mapping.lifetime} s")
+            f"{mapping.external_port} for {mapping.lifetime} s ({method_name(mapping.method)})")
 
 
 def spec_name(spec: MappingSpec | None) -> str:
@@ -142,7 +150,8 @@ class EventReport:
             "address changed": f"external address is now {event.external_address}",
             "gateway lost state": "the gateway lost its mappings (rebooted?): re-creating them",
             "mapping failed": f"{spec_name(spec)}: {event.error}",
-            "removed": f"deleted {spec_name(spec)}",
+            "removed": f"deleted {spec_name(spec)}"
+                       + (f" ({method_name(previous.method)})" if previous is not None else ""),
         }
         data = {"event": shown, "spec": str(spec) if spec else None,
                 "external_address": event.external_address,

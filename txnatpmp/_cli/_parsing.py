@@ -24,6 +24,9 @@ examples:
   natpmp map -u 5353                     bare ports: tcp, or udp with -u
   natpmp map -u 15353 5353               two bare ports: PUBLIC PRIVATE, as natpmp-client.py
   natpmp unmap tcp:8080                  delete it again;  natpmp unmap --all tcp
+  natpmp map --method natpmp tcp:8080    NAT-PMP even where the gateway speaks PCP
+                                         (--method on every command; default auto: PCP
+                                         where the gateway speaks it, else NAT-PMP)
   natpmp hold tcp:60010 --for 3600       keep it renewed for an hour, then delete it
   natpmp run tcp:8000 -- python3 -m http.server %p
                                          serve while mapped (see natpmp run --help)
@@ -76,6 +79,9 @@ USAGE_ERROR = 2
 
 SUBCOMMANDS = ("address", "map", "unmap", "hold", "run", "demo")
 
+#: The values of C{--method}.
+METHOD_CHOICES = ("auto", "pcp", "natpmp")
+
 #: Seconds a command run by C{natpmp run} has to end after a signal before it gets SIGKILL.
 DEFAULT_GRACE = 5.0
 
@@ -124,6 +130,9 @@ def _talking_options() -> argparse.ArgumentParser:
     options.add_argument("--attempts", type=_attempts, default=9, metavar="N",
                          help="transmissions before giving up on a silent gateway "
                               "(default 9, about 128 s, as RFC 6886 says)")
+    options.add_argument("--method", choices=METHOD_CHOICES, default="auto",
+                         help="the protocol: auto (PCP where the gateway speaks it, else "
+                              "NAT-PMP; the default), pcp or natpmp")
     options.add_argument("--json", action="store_true", help="print JSON lines for scripts")
     options.add_argument("-v", "--verbose", action="store_true", help="tell more")
     return options
@@ -146,7 +155,7 @@ def _lifetime_option() -> argparse.ArgumentParser:
 
 def build_parser() -> _Parser:
     talking, udp, lifetime = _talking_options(), _udp_option(), _lifetime_option()
-    parser = _Parser(prog="natpmp", description="Port mappings on a NAT-PMP (RFC 6886) gateway.",
+    parser = _Parser(prog="natpmp", description="Port mappings on a PCP (RFC 6887) or NAT-PMP (RFC 6886) gateway.",
                      epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"natpmp (txnatpmp) {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
@@ -168,7 +177,10 @@ def build_parser() -> _Parser:
     hold.add_argument("--for", dest="duration", type=parse_seconds, metavar="SECONDS",
                       help="stop after this long")
     unmap = commands.add_parser("unmap", parents=[talking, udp], help="delete mappings",
-                                description="Delete mappings this host made.")
+                                description="Delete mappings this host made.  A PCP mapping can only be "
+                                            "deleted with the nonce that made it: natpmp map "
+                                            "keeps it in $XDG_STATE_HOME/txnatpmp/ (or "
+                                            "~/.local/state/txnatpmp/) for this command.")
     unmap.add_argument("specs", nargs="*", metavar="SPEC", help=spec_help)
     unmap.add_argument("--all", choices=["tcp", "udp"], help="delete every mapping of a protocol")
     run = commands.add_parser("run", parents=[talking, udp, lifetime],
@@ -291,6 +303,7 @@ def _older_parser() -> _OlderParser:
     parser.add_argument("-v", "--verbose", action="store_true")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--attempts", type=_attempts, default=9)
+    parser.add_argument("--method", choices=METHOD_CHOICES, default="auto")
     parser.add_argument("words", nargs="*")
     return parser
 
@@ -320,6 +333,7 @@ def parse_older_form(argv: Sequence[str]) -> argparse.Namespace:
     gem = any(getattr(given, name) is not None for name in ("ttl", "protocol", "private",
                                                                "public"))
     args = argparse.Namespace(gateway=given.gateway, attempts=given.attempts, json=given.json,
+                              method=given.method,
                               verbose=given.verbose, program=[], shell=False,
                               grace=DEFAULT_GRACE, duration=None, all=None)
     try:

@@ -188,8 +188,9 @@ async def _discover(reactor: Any, key: _Key, schedule: RetransmitSchedule) -> _S
 
 def _close(reactor: Any, shared: _Shared) -> None:
     entries = _shared.get(reactor, [])
-    if shared in entries:
-        entries.remove(shared)
+    if shared not in entries:
+        return  # closed already: its only user released it from within hand_out's callback
+    entries.remove(shared)
     shared.port.stopListening()
 
 
