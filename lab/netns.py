@@ -425,20 +425,23 @@ class Lab:
 
     def count_versions(self, port: int = 5351) -> None:
         """Start counting the datagrams reaching the gateway's udp C{port}, PCP (version 2)
-        and NAT-PMP (version 0) apart, by their first payload byte (see L{versions_counted})."""
+        and NAT-PMP (version 0) apart, by their first payload byte, and among them PCP
+        ANNOUNCE requests and NAT-PMP address requests (opcode 0) (see L{versions_counted})."""
         self.gw("nft", "delete", "table", "inet", "versions", check=False)
         self.gw("nft", "add", "table", "inet", "versions")
         self.gw("nft", "add", "chain", "inet", "versions", "input",
                 "{ type filter hook input priority -20; }")
-        for version, name in ((2, "pcp"), (0, "natpmp")):
+        for match, name in (("@th,64,8 2", "pcp"), ("@th,64,8 0", "natpmp"),
+                            ("@th,64,16 0x0200", "announce"), ("@th,64,16 0x0000", "address")):
             self.gw("nft", "add", "rule", "inet", "versions", "input", "udp", "dport", str(port),
-                    "@th,64,8", str(version), "counter", "comment", f'"{name}"')
+                    *match.split(), "counter", "comment", f'"{name}"')
 
     def versions_counted(self) -> dict[str, int]:
-        """C{{"pcp": n, "natpmp": m}}: datagrams counted since L{count_versions}."""
+        """C{{"pcp": n, "natpmp": m, "announce": a, "address": e}}: datagrams counted since
+        L{count_versions} (C{announce} among C{pcp}, C{address} among C{natpmp})."""
         listing = self.gw("nft", "list", "table", "inet", "versions", check=False).stdout
         counted = {}
-        for name in ("pcp", "natpmp"):
+        for name in ("pcp", "natpmp", "announce", "address"):
             match = re.search(rf'counter packets (\d+) bytes \d+ comment "{name}"', listing)
             counted[name] = int(match.group(1)) if match else 0
         return counted

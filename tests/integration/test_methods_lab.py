@@ -93,7 +93,8 @@ def test_P42_auto_maps_renews_and_deletes_through_pcp_only_on_miniupnpd(
     log = lab.output(daemon)
     renewals = log.count("Renewed ")
     assert "NAT-PMP" not in log and "Traceback" not in log
-    assert lab.versions_counted() == {"pcp": 1 + 2 + renewals + 2, "natpmp": 0}
+    counted = lab.versions_counted()
+    assert counted == {"pcp": 1 + 2 + renewals + 2, "natpmp": 0, "announce": 1, "address": 0}
 
 
 def test_P44_auto_falls_back_to_natpmp_after_one_pcp_exchange(lab: Lab, tmp_path: Path) -> None:
@@ -107,7 +108,7 @@ def test_P44_auto_falls_back_to_natpmp_after_one_pcp_exchange(lab: Lab, tmp_path
                          and status(status_file)["mappings"])
     assert [m["method"] for m in written] == ["natpmp", "natpmp"]
     first = lab.versions_counted()
-    assert first["pcp"] == 1 and first["natpmp"] >= 2
+    assert (first["pcp"], first["announce"]) == (1, 1) and first["natpmp"] >= 2
     eventually(lambda: lab.output(daemon).count("Renewed ") >= 4, timeout=15)
     terminate(daemon)
     log = lab.output(daemon)
@@ -171,5 +172,5 @@ def test_P43_a_natpmp_verdict_is_remembered_by_the_next_service_until_a_pcp_anno
     assert agent.call("service_stop", name="third")["mappings"] == []
     assert agent.call("service_stop", name="fourth")["mappings"] == []
     counted = lab.versions_counted()
-    assert counted["pcp"] == 2
+    assert (counted["pcp"], counted["announce"]) == (2, 2)
     assert counted["natpmp"] >= natpmp_before + 3  # a create and two deletes, all NAT-PMP
