@@ -146,9 +146,11 @@ def compare(lab: Lab, title: str, port: int, direct: str, rounds: int, n: int) -
     auto, best = (firsts[name] for name, _, _ in clients)
     extra_trips = max(r["exchanges"] for r in auto) - min(r["exchanges"] for r in best)
     paired = sorted(1000 * (a["inside"] - b["inside"]) for a, b in zip(auto, best))
-    print(f"auto's extra round trips: {extra_trips} (goal at most 1); inside, auto minus direct "
-          f"per round: median {statistics.median(paired):.1f} ms "
-          f"({', '.join(f'{d:.1f}' for d in paired)}); probes for N: "
+    outside = sorted(1000 * (a["outside"] - b["outside"]) for a, b in zip(auto, best))
+    print(f"auto's extra round trips: {extra_trips} (goal at most 1); auto minus direct per "
+          f"round, inside: median {statistics.median(paired):.1f} ms "
+          f"({', '.join(f'{d:.1f}' for d in paired)}), outside: median "
+          f"{statistics.median(outside):.1f} ms; probes for N: "
           f"{many[clients[0][0]]['announce']} PCP ANNOUNCE, "
           f"{many[clients[0][0]]['address']} NAT-PMP address requests")
     return all(r["ok"] == 1 for r in [*auto, *best]) and all(
