@@ -281,6 +281,38 @@ class Agent(LineReceiver):
             reactor.listenUDP(port, Echo(), interface="::")
         return {"serving": port}
 
+    # Issue 14, MappingService over PCP or NAT-PMP: service_start name specs [methods gateway
+    # port lifetime status_file] (answers once every spec is first mapped); service_info name
+    # (its method, state, mappings and the kinds of events so far); service_stop name (deletes
+    # every mapping, as a daemon's SIGTERM does).
+
+    async def op_service_start(self, name: str, specs: list[str], methods: Any = "auto",
+                               gateway: str | None = None, port: int = 5351,
+                               lifetime: int = 7200,
+                               status_file: str | None = None) -> dict[str, Any]:
+        from txnatpmp import MappingService
+
+        services = self.__dict__.setdefault("services", {})
+        events = self.__dict__.setdefault("service_events", {})
+        service = services[name] = MappingService(gateway, port, methods=methods,
+                                                  lifetime=lifetime, status_file=status_file)
+        events[name] = []
+        service.add_observer(lambda event: events[name].append(event.kind.value))
+        firsts = [service.add_mapping(spec) for spec in specs]
+        service.startService()
+        await defer.gatherResults(firsts, consumeErrors=True)
+        return self.op_service_info(name)
+
+    def op_service_info(self, name: str) -> dict[str, Any]:
+        service = self.services[name]
+        return {"method": service.mapper.method if service.mapper is not None else None,
+                "state": service.state.value, "events": self.service_events[name],
+                "mappings": [as_dict(m) for m in service.mappings]}
+
+    async def op_service_stop(self, name: str) -> dict[str, Any]:
+        await self.services[name].stopService()
+        return self.op_service_info(name)
+
 
 def pcp_mapping(fields: dict[str, Any]) -> Mapping:
     """A Mapping from the dict pcp_map answers (its nonce in hex), as another process has it."""

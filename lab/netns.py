@@ -505,6 +505,65 @@ class Lab:
         out = self.python("wan", code, timeout=timeout + 10).stdout
         return None if out.startswith("failed") else bytes.fromhex(out)
 
+    # Issue 14: which protocol reaches the gateway, and a NAT-PMP-only gateway that announces
+
+    def count_versions(self, port: int = 5351) -> None:
+        """Start counting the datagrams reaching the gateway's udp C{port}, PCP (version 2)
+        and NAT-PMP (version 0) apart, by their first payload byte, and among them PCP
+        ANNOUNCE requests and NAT-PMP address requests (opcode 0) (see L{versions_counted})."""
+        self.gw("nft", "delete", "table", "inet", "versions", check=False)
+        self.gw("nft", "add", "table", "inet", "versions")
+        self.gw("nft", "add", "chain", "inet", "versions", "input",
+                "{ type filter hook input priority -20; }")
+        for match, name in (("@th,64,8 2", "pcp"), ("@th,64,8 0", "natpmp"),
+                            ("@th,64,16 0x0200", "announce"), ("@th,64,16 0x0000", "address")):
+            self.gw("nft", "add", "rule", "inet", "versions", "input", "udp", "dport", str(port),
+                    *match.split(), "counter", "comment", f'"{name}"')
+
+    def versions_counted(self) -> dict[str, int]:
+        """C{{"pcp": n, "natpmp": m, "announce": a, "address": e}}: datagrams counted since
+        L{count_versions} (C{announce} among C{pcp}, C{address} among C{natpmp})."""
+        listing = self.gw("nft", "list", "table", "inet", "versions", check=False).stdout
+        counted = {}
+        for name in ("pcp", "natpmp", "announce", "address"):
+            match = re.search(rf'counter packets (\d+) bytes \d+ comment "{name}"', listing)
+            counted[name] = int(match.group(1)) if match else 0
+        return counted
+
+    def start_announcing_natpmp_only_gateway(self, port: int = 5352) -> subprocess.Popen[bytes]:
+        """
+        As L{start_natpmp_only_gateway}, and on SIGUSR1 (see L{announce_pcp_from}) the double
+        sends a PCP ANNOUNCE (its own epoch) from its port to 224.0.0.1:5350 on the LAN, as a
+        router does when it learns PCP, say after a firmware update (RFC 6887 section 14.1.3).
+        """
+        code = (
+            "import signal, socket\n"
+            "from twisted.internet import reactor\n"
+            "from txnatpmp.testing import FakeGateway\n"
+            "gateway = FakeGateway()\n"
+            "gateway.announce_to = [('224.0.0.1', 5350)]\n"
+            f"port = gateway.listen(reactor, {port}, {GATEWAY_LAN!r})\n"
+            "port.socket.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF,\n"
+            f"                       socket.inet_aton({GATEWAY_LAN!r}))\n"
+            "def announce(*_):\n"
+            "    reactor.callFromThread(gateway.announce, pcp=True)\n"
+            "    reactor.callFromThread(print, 'announced', gateway.epoch, flush=True)\n"
+            "signal.signal(signal.SIGUSR1, announce)\n"
+            "reactor.run(installSignalHandlers=True)\n"
+        )
+        process = self.spawn("gw", sys.executable, "-c", code)
+        _wait_for(lambda: GATEWAY_LAN in self.gw("ss", "-Hlun", "sport", "=", f":{port}").stdout,
+                  10, f"the NAT-PMP-only gateway is not listening on udp {port}")
+        return process
+
+    def announce_pcp_from(self, double: subprocess.Popen[bytes]) -> None:
+        """Make a double from L{start_announcing_natpmp_only_gateway} send a PCP ANNOUNCE, and
+        wait until it has."""
+        sent = self.output(double).count("announced")
+        double.send_signal(signal.SIGUSR1)
+        _wait_for(lambda: self.output(double).count("announced") > sent, 5,
+                  "the double did not announce")
+
 
 class Agent:
     """

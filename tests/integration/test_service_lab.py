@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 
+
 from lab import CLIENT, GATEWAY_LAN, Lab, eventually, terminate
 
 TWENTY = [f"tcp:{port}" for port in range(61100, 61120)]
