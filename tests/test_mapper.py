@@ -175,7 +175,7 @@ class Discovery(ServiceCase):
 
 
 class KeepingThroughPCP(ServiceCase):
-    def test_P27_renewals_at_the_rfc_points_and_never_closer_than_4_s(self) -> None:
+    def test_P27_renewals_at_the_rfc_points_without_flooding(self) -> None:
         self.rig(pcp=True)
         service = self.service(lifetime=600)
         service.add_mapping("udp:60011", lifetime=60)  # answered all along: not a silent gateway
@@ -247,3 +247,72 @@ class KeepingThroughPCP(ServiceCase):
         for path in folder.iterdir():
             path.unlink()
         folder.rmdir()
+
+
+class FoundInReview(ServiceCase):
+    """Defects a review of the redesign reproduced on the fake clock."""
+
+    def test_started_again_while_a_stop_is_deleting_it_maps_again_afterwards(self) -> None:
+        self.rig(pcp=True)
+        service = self.service()
+        self.start(service, "tcp:8080")
+        self.r.gateway.delay = 0.5  # the deletes take a while
+        service.stopService()
+        service.startService()
+        self.r.run_for(10)
+        self.assertIs(service.state, State.CONNECTED)
+        self.assertEqual([m.internal_port for m in self.r.gateway.mappings], [8080])
+
+    def upgraded(self) -> None:
+        from txnatpmp._pcp.fake_server import PCPServer
+
+        self.r.gateway.pcp = PCPServer(self.r.gateway)
+
+    def test_P43_pcp_is_asked_again_after_a_silent_spell(self) -> None:
+        self.rig()
+        service = self.service()
+        self.start(service, "tcp:8080")
+        self.r.run_for(1500, step=5)
+        self.r.gateway.online = False  # silent when the verdict runs out (at 1800 s)
+        self.r.run_for(450, step=1)
+        self.r.gateway.online = True
+        self.upgraded()  # and it speaks PCP now, without announcing it
+        self.r.run_for(2400, step=5)
+        self.assertEqual(service.mapper.method, "pcp")  # type: ignore[union-attr]
+
+    def test_P43_a_failed_check_for_pcp_is_not_retried_at_once(self) -> None:
+        self.rig()
+        service = self.service()
+        self.start(service, "tcp:8080")
+        self.r.run_for(1700, step=5)
+        self.r.gateway.online = False
+        before = versions(self.r).count(2)
+        self.r.run_for(400, step=1)
+        self.assertLessEqual(versions(self.r).count(2) - before, 6)  # a probe or two, not 200
+
+    def test_a_stop_during_discovery_leaves_no_timer_and_no_socket(self) -> None:
+        self.rig(pcp=True)
+        self.r.gateway.online = False
+        service = self.service()
+        service.add_mapping("tcp:8080").addErrback(lambda _: None)
+        service.startService()
+        self.r.clock.advance(0.1)
+        stopped = service.stopService()
+        self.r.clock.advance(0)
+        self.successResultOf(stopped)
+        self.assertEqual(self.r.clock.getDelayedCalls(), [])
+        self.assertEqual(self.r.network.bound(self.r.host_address), [])
+
+    def test_a_pcp_timeout_on_a_link_that_is_down_says_so(self) -> None:
+        from txnatpmp import GatewayTimeout
+        from txnatpmp._pcp.schedule import PCPSchedule
+
+        self.rig(pcp=True)
+        client = PCPClient(self.r.gateway_address, reactor=self.r.host)
+        self.r.host.listenUDP(0, client)
+        self.r.host.link_up = False
+        d = client.announce(schedule=PCPSchedule(initial=1.0, max_duration=3.0))
+        self.r.run_for(4)
+        message = str(self.failureResultOf(d, GatewayTimeout).value)
+        self.assertIn("sending failed: Network is unreachable", message)
+        self.assertNotIn("may not support", message)

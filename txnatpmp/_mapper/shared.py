@@ -54,6 +54,7 @@ class _Shared:
 _Key = tuple[Gateway, tuple[str, ...]]
 _shared: WeakKeyDictionary[Any, list[_Shared]] = WeakKeyDictionary()
 _discovering: WeakKeyDictionary[Any, dict[_Key, list[Deferred[Mapper]]]] = WeakKeyDictionary()
+_running: WeakKeyDictionary[Any, dict[_Key, Deferred[_Shared]]] = WeakKeyDictionary()
 _verdicts: WeakKeyDictionary[Any, dict[Gateway, float]] = WeakKeyDictionary()
 
 
@@ -89,16 +90,27 @@ def acquire_mapper(
     if shared is not None and not _worth_asking_again(reactor, shared):
         shared.users += 1
         return succeed(shared.mapper)
-    waiter: Deferred[Mapper] = Deferred()
     pending = _discovering.setdefault(reactor, {})
+    discoveries = _running.setdefault(reactor, {})
+
+    def withdraw(cancelled: Deferred[Mapper]) -> None:
+        """A caller gave up: when nobody waits any more, the discovery stops too."""
+        others = pending.get(key, [])
+        if cancelled in others:
+            others.remove(cancelled)
+        if not others and key in discoveries:
+            discoveries[key].cancel()
+
+    waiter: Deferred[Mapper] = Deferred(withdraw)
     if key in pending:  # one discovery per gateway at a time, whoever asks
         pending[key].append(waiter)
         return waiter
     waiters = pending[key] = [waiter]
 
     def hand_out(result: _Shared | Failure) -> None:
-        del pending[key]
-        for each in waiters:
+        pending.pop(key, None)
+        discoveries.pop(key, None)
+        for each in list(waiters):
             if each.called:  # cancelled meanwhile
                 continue
             if isinstance(result, Failure):
@@ -109,7 +121,8 @@ def acquire_mapper(
         if not isinstance(result, Failure) and result.users == 0:  # nobody wants it now
             _close(reactor, result)
 
-    Deferred.fromCoroutine(_discover(reactor, key, schedule)).addBoth(hand_out)
+    discovery = discoveries[key] = Deferred.fromCoroutine(_discover(reactor, key, schedule))
+    discovery.addBoth(hand_out)
     return waiter
 
 

@@ -76,12 +76,13 @@ class _Exchange:
     """One request and its transmissions, from queueing to its answer."""
 
     __slots__ = ("kind", "template", "data", "deferred", "sent", "wait", "timer", "started",
-                 "schedule")
+                 "schedule", "send_error")
 
     def __init__(self, kind: Kind, template: Template, schedule: PCPSchedule,
                  withdraw: Callable[[_Exchange], None]) -> None:
         self.kind = kind
         self.schedule = schedule
+        self.send_error: OSError | None = None  # the last transmission could not be sent
         self.template = template  # the request without its client address
         self.data: bytes | None = None  # built at the first transmission, then sent unchanged
         self.deferred: Deferred[Any] = Deferred(lambda _: withdraw(self))
@@ -220,6 +221,7 @@ class PCPClient(DatagramProtocol):
         self._announce_observers: list[AnnounceObserver] = []
         #: The clock's time of the last well-formed datagram from the server, or C{None}.
         self.last_heard: float | None = None
+        self._send_failing = False
         self._source_observers: list[SourceObserver] = []
         self._last_source: str | None = None
         self._listener: tuple[IReactorUDP, IListeningPort] | None = None
@@ -567,8 +569,16 @@ class PCPClient(DatagramProtocol):
                 exchange.data = encode(evolve(exchange.template, client_address=source))
             self.transport.write(exchange.data, self.destination)  # type: ignore[arg-type]
         except OSError as error:  # no route, link down: a lost transmission (P39)
-            self.log.info("Could not send to {server}: {error}; will retry",
-                          server=str(self.server), error=error)
+            exchange.send_error = error
+            if not self._send_failing:  # said once, not at every retransmission
+                self._send_failing = True
+                self.log.warn("Cannot send to {server}: {error}; retrying on schedule",
+                              server=str(self.server), error=error.strerror or error)
+            return
+        exchange.send_error = None
+        if self._send_failing:
+            self._send_failing = False
+            self.log.info("Sending to {server} works again", server=str(self.server))
 
     def _no_answer(self, exchange: _Exchange) -> None:
         exchange.timer = None
@@ -577,7 +587,8 @@ class PCPClient(DatagramProtocol):
             heard = self.last_heard
             self._finish(exchange, GatewayTimeout(
                 self.server, exchange.sent, waited, "PCP",
-                last_heard=None if heard is None else self._clock.seconds() - heard))
+                last_heard=None if heard is None else self._clock.seconds() - heard,
+                send_error=exchange.send_error))
             return
         self.log.info(
             "no answer from {host} yet, retrying, attempt {attempt}",

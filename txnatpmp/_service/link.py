@@ -36,6 +36,8 @@ from .machine import Input, Machine, State
 NO_ADDRESS = "0.0.0.0"
 #: R19: after a gateway loses its state, wait a random time up to this before re-creating.
 RECOVERY_JITTER = 5.0
+#: After a failed "does it speak PCP now?" probe, wait this long before the next (P43).
+RECONSIDER_RETRY = 300.0
 
 Finder = Callable[[Any], "Deferred[str]"]
 
@@ -193,7 +195,7 @@ class GatewayLink:
         why = self._why
         if why is None:
             why = GatewayTimeout(self.gateway or Gateway("0.0.0.0"), 0, 0.0)
-        looking = self._finder is not None and self.mapper is None
+        looking = self._finder is not None
         self.log.warn("{error}; {what} in {delay:g} s", error=_message(why),
                       what="looking again" if looking else "asking again", delay=delay)
         self._wait(delay)
@@ -241,6 +243,7 @@ class GatewayLink:
         self._cancel_timer()
         self._cancel_probe()
         self._failures = 0
+        self._arm_reconsider()
         self.log.info("Gateway {gateway} answers again: refreshing {count} mappings",
                       gateway=self._host(), count=self._keepers.count())
         self._keepers.refresh_all()
@@ -265,6 +268,7 @@ class GatewayLink:
 
     def recover(self) -> None:
         self._failures = 0
+        self._arm_reconsider()  # a PCP ANNOUNCE with the reboot: PCP is asked at once
         if self.mapper is not None and not self.mapper.reports_address:
             self._fetch_address()
         self._keepers.recreate_all()
@@ -340,14 +344,14 @@ class GatewayLink:
 
     # Trying PCP again after a NAT-PMP verdict (P43)
 
-    def _arm_reconsider(self) -> None:
+    def _arm_reconsider(self, at_least: float = 0.0) -> None:
         self._cancel_reconsider()
         mapper = self.mapper
         if mapper is None or mapper.method != "natpmp" or "pcp" not in self.methods:
             return
         until = natpmp_verdict_until(self._reactor, mapper.gateway)
         delay = 0.0 if until is None else until - self._reactor.seconds()
-        self._reconsider_timer = self._reactor.callLater(delay, self._reconsider)
+        self._reconsider_timer = self._reactor.callLater(max(delay, at_least), self._reconsider)
 
     def _reconsider(self) -> None:
         self._reconsider_timer = None
@@ -370,7 +374,7 @@ class GatewayLink:
             if not isinstance(failure.value, CancelledError):
                 self.log.debug("Asking {gateway} for PCP again failed: {error}",
                                gateway=self._host(), error=failure.getErrorMessage())
-                self._arm_reconsider()
+                self._arm_reconsider(at_least=RECONSIDER_RETRY)
 
         asking.addCallbacks(answered, failed)
 

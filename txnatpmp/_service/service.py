@@ -228,7 +228,15 @@ class MappingService(Service):
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
-        self._link.start()
+        if self._stopping is not None:  # started again while deleting: once that is done
+            self._stopping.addBoth(self._start_again)
+        else:
+            self._link.start()
+
+    def _start_again(self, result: object) -> object:
+        if self.running:
+            self._link.start()
+        return result
 
     def stopService(self) -> Deferred[None]:
         """
@@ -242,17 +250,17 @@ class MappingService(Service):
         # one never found) they almost surely do not, and waiting on them made stops slow.
         answering = self._link.state in (State.CONNECTED, State.RECOVERING)
         self._link.stop()
-        stopping = self._stopping = Deferred.fromCoroutine(self._delete_all(answering))
+        kept = list(self._keepers.values())
+        stopping = self._stopping = Deferred.fromCoroutine(self._delete_all(kept, answering))
         stopping.addBoth(self._stopped)
         return stopping
 
-    async def _delete_all(self, answering: bool) -> None:
+    async def _delete_all(self, kept: list[MappingKeeper], answering: bool) -> None:
         mapper = self._link.mapper
-        held = [k for k in self._keepers.values()
-                if k.mapping is not None or (answering and k.unsettled)]
+        held = [k for k in kept if k.mapping is not None or (answering and k.unsettled)]
         if mapper is not None:
             await delete_all(held, mapper, self.clock, self.stop_timeout, self._removed)
-        for keeper in self._keepers.values():
+        for keeper in kept:
             keeper.stop()
             keeper.fail_waiting(CancelledError("the service stopped"))
 
