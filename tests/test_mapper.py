@@ -316,3 +316,20 @@ class FoundInReview(ServiceCase):
         message = str(self.failureResultOf(d, GatewayTimeout).value)
         self.assertIn("sending failed: Network is unreachable", message)
         self.assertNotIn("may not support", message)
+
+    def test_one_natpmp_queue_per_gateway_whatever_methods_each_service_asked_for(self) -> None:
+        from txnatpmp import GatewayTimeout, RetransmitSchedule
+
+        self.rig()
+        self.r.gateway.delay = 0.01
+        auto, told = self.service(), self.service(methods="natpmp")
+        self.start(auto, *[f"tcp:{port}" for port in range(60100, 60105)])
+        self.start(told, *[f"udp:{port}" for port in range(60100, 60105)])
+        self.r.run_for(2, step=0.01)
+        self.assertIs(auto.client, told.client)
+        self.assertEqual(self.r.gateway.max_outstanding, 1)
+        impatient = self.service(methods="natpmp", schedule=RetransmitSchedule(0.25, 2))
+        self.r.gateway.online = False
+        first, = self.start(impatient, "tcp:60200")
+        self.r.run_for(1)  # its own schedule (0.75 s), not the others' (128 s)
+        self.failureResultOf(first, GatewayTimeout)

@@ -27,8 +27,13 @@ class NATPMPMapper:
     method = "natpmp"
     reports_address = False  #: mappings do not carry the external address: ask for it
 
-    def __init__(self, client: NATPMPClient) -> None:
+    def __init__(self, client: NATPMPClient, schedule: RetransmitSchedule | None = None) -> None:
+        """
+        @param client: The client, which may be shared with other mappers (one queue, R08).
+        @param schedule: Retransmissions for this mapper's requests; the client's by default.
+        """
         self.client = client
+        self.schedule = schedule if schedule is not None else client.schedule
         self.gateway = Gateway(*client.gateway)
 
     def __repr__(self) -> str:
@@ -40,7 +45,7 @@ class NATPMPMapper:
 
     @property
     def silence_after(self) -> float:
-        return self.client.schedule.total
+        return self.schedule.total
 
     def _cut(self, schedule: RetransmitSchedule, within: float | None) -> RetransmitSchedule:
         return schedule if within is None else schedule.within(within)
@@ -49,13 +54,13 @@ class NATPMPMapper:
             within: float | None = None) -> Deferred[Mapping]:
         suggested = previous.external_port if previous is not None else spec.external_port
         return self.client.map_port(spec.protocol, spec.internal_port, suggested, lifetime,
-                                    schedule=self._cut(self.client.schedule, within))
+                                    schedule=self._cut(self.schedule, within))
 
     def renew(self, mapping: Mapping, lifetime: int,
               within: float | None = None) -> Deferred[Mapping]:
         return self.client.map_port(mapping.protocol, mapping.internal_port,
                                     mapping.external_port, lifetime,
-                                    schedule=self._cut(self.client.schedule, within))
+                                    schedule=self._cut(self.schedule, within))
 
     def delete(self, spec: MappingSpec, mapping: Mapping | None = None,
                within: float | None = None) -> Deferred[Mapping]:
@@ -63,11 +68,11 @@ class NATPMPMapper:
                                       schedule=self._cut(DELETE_SCHEDULE, within))
 
     def external_address(self) -> Deferred[ExternalAddress]:
-        return self.client.get_external_address()
+        return self.client.get_external_address(schedule=self.schedule)
 
     def probe(self) -> Deferred[Any]:
         """One cheap request that any NAT-PMP gateway answers: the external address."""
-        return self.client.get_external_address()
+        return self.client.get_external_address(schedule=self.schedule)
 
     def renewal_times(self, lifetime: float, rng: random.Random) -> list[float]:
         return [lifetime / 2]  # then keep trying until the lifetime runs out

@@ -41,14 +41,26 @@ log = Logger(namespace="txnatpmp._mapper")
 
 
 class _Shared:
-    __slots__ = ("key", "mapper", "port", "users", "current")
+    """One protocol client (one request queue) at one gateway, and how many use it."""
 
-    def __init__(self, key: _Key, mapper: Mapper, port: IListeningPort) -> None:
-        self.key = key
+    __slots__ = ("gateway", "mapper", "port", "users", "current")
+
+    def __init__(self, gateway: Gateway, mapper: Mapper, port: IListeningPort) -> None:
+        self.gateway = gateway
         self.mapper = mapper
         self.port = port
         self.users = 0
-        self.current = True  # what the next acquire of its key gets
+        self.current = True  # what the next acquire for its gateway and protocol gets
+
+    @property
+    def method(self) -> str:
+        return self.mapper.method
+
+    def view(self, schedule: RetransmitSchedule) -> Mapper:
+        """The mapper a caller gets: the shared client, with the caller's own schedule."""
+        if isinstance(self.mapper, NATPMPMapper):
+            return NATPMPMapper(self.mapper.client, schedule)
+        return PCPMapper(self.mapper.client)
 
 
 _Key = tuple[Gateway, tuple[str, ...]]
@@ -87,9 +99,9 @@ def acquire_mapper(
     """
     key = (gateway, tuple(methods))
     shared = _current(reactor, key)
-    if shared is not None and not _worth_asking_again(reactor, shared):
+    if shared is not None and not _worth_asking_again(reactor, key, shared):
         shared.users += 1
-        return succeed(shared.mapper)
+        return succeed(shared.view(schedule))
     pending = _discovering.setdefault(reactor, {})
     discoveries = _running.setdefault(reactor, {})
 
@@ -117,7 +129,7 @@ def acquire_mapper(
                 each.errback(result)
             else:
                 result.users += 1
-                each.callback(result.mapper)
+                each.callback(result.view(schedule))
         if not isinstance(result, Failure) and result.users == 0:  # nobody wants it now
             _close(reactor, result)
 
@@ -130,7 +142,7 @@ def release_mapper(reactor: Any, mapper: Mapper) -> None:
     """Give back a mapper from L{acquire_mapper}; the last user's release closes its port."""
     entries = _shared.get(reactor, [])
     for shared in entries:
-        if shared.mapper is mapper:
+        if shared.mapper.client is mapper.client:
             shared.users -= 1
             if shared.users <= 0:
                 _close(reactor, shared)
@@ -156,13 +168,24 @@ def natpmp_verdict_until(reactor: Any, gateway: Gateway) -> float | None:
     return until
 
 
-def _current(reactor: Any, key: _Key) -> _Shared | None:
-    return next((s for s in _shared.get(reactor, []) if s.key == key and s.current), None)
+def same_mapper(one: Mapper | None, other: Mapper | None) -> bool:
+    """Whether two mappers talk through the same client (the same request queue)."""
+    return one is not None and other is not None and one.client is other.client
 
 
-def _worth_asking_again(reactor: Any, shared: _Shared) -> bool:
-    gateway, methods = shared.key
-    return (shared.mapper.method == "natpmp" and "pcp" in methods
+def _current(reactor: Any, key: _Key, method: str | None = None) -> _Shared | None:
+    """The best shared client for C{key}'s gateway among its methods (or just C{method})."""
+    gateway, methods = key
+    for wanted in (method,) if method else methods:
+        for shared in _shared.get(reactor, []):
+            if shared.gateway == gateway and shared.method == wanted and shared.current:
+                return shared
+    return None
+
+
+def _worth_asking_again(reactor: Any, key: _Key, shared: _Shared) -> bool:
+    gateway, methods = key
+    return (shared.method == "natpmp" and "pcp" in methods
             and natpmp_verdict_until(reactor, gateway) is None)
 
 
@@ -186,17 +209,17 @@ async def _discover(reactor: Any, key: _Key, schedule: RetransmitSchedule) -> _S
                          minutes=int(VERDICT_MEMORY / 60))
             _verdicts.setdefault(reactor, {})[gateway] = reactor.seconds() + VERDICT_MEMORY
         except ResultError:
-            return _register(reactor, key, PCPMapper(client), port)  # PCP answered (P44)
+            return _register(reactor, gateway, PCPMapper(client), port)  # PCP answered (P44)
         except BaseException:
             port.stopListening()
             raise
         else:
-            return _register(reactor, key, PCPMapper(client), port)
-    existing = _current(reactor, key)
-    if existing is not None and existing.mapper.method == "natpmp":
-        return existing  # asked again, and it is still NAT-PMP only
+            return _register(reactor, gateway, PCPMapper(client), port)
+    existing = _current(reactor, key, "natpmp")
+    if existing is not None:
+        return existing  # asked again, and it is still NAT-PMP only; or another user's
     natpmp = NATPMPClient(gateway.host, gateway.port, reactor, schedule)
-    return _register(reactor, key, NATPMPMapper(natpmp), reactor.listenUDP(0, natpmp))
+    return _register(reactor, gateway, NATPMPMapper(natpmp), reactor.listenUDP(0, natpmp))
 
 
 def _close(reactor: Any, shared: _Shared) -> None:
@@ -207,11 +230,11 @@ def _close(reactor: Any, shared: _Shared) -> None:
     shared.port.stopListening()
 
 
-def _register(reactor: Any, key: _Key, mapper: Mapper, port: IListeningPort) -> _Shared:
+def _register(reactor: Any, gateway: Gateway, mapper: Mapper, port: IListeningPort) -> _Shared:
     entries = _shared.setdefault(reactor, [])
     for older in entries:
-        if older.key == key:
+        if older.gateway == gateway and older.method == mapper.method:
             older.current = False  # its users keep it until they move on
-    shared = _Shared(key, mapper, port)
+    shared = _Shared(gateway, mapper, port)
     entries.append(shared)
     return shared

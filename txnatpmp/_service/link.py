@@ -25,6 +25,7 @@ from .._mapper.shared import (
     forget_verdict,
     natpmp_verdict_until,
     release_mapper,
+    same_mapper,
 )
 from .._results import ExternalAddress
 from .._schedule import RetransmitSchedule, RetryBackoff
@@ -328,7 +329,7 @@ class GatewayLink:
 
     def _discovered(self, mapper: Mapper) -> None:
         self._finding = None
-        if mapper is self.mapper:
+        if same_mapper(mapper, self.mapper):
             release_mapper(self._reactor, mapper)  # the reference we hold already
             self._machine.feed(Input.FOUND_SAME)
             return
@@ -357,12 +358,15 @@ class GatewayLink:
         self._reconsider_timer = None
         if self.state is not State.CONNECTED or self.mapper is None:
             return
+        if self.mapper.client.pending:  # one request at the gateway at a time (R08)
+            self._reconsider_timer = self._reactor.callLater(1.0, self._reconsider)
+            return
         asking = self._reconsidering = acquire_mapper(self._reactor, self.mapper.gateway,
                                                       self.methods, self.schedule)
 
         def answered(mapper: Mapper) -> None:
             self._reconsidering = None
-            if mapper is self.mapper or self.state is not State.CONNECTED:
+            if same_mapper(mapper, self.mapper) or self.state is not State.CONNECTED:
                 release_mapper(self._reactor, mapper)
                 self._arm_reconsider()
                 return
