@@ -78,6 +78,13 @@ class TheMachine(SynchronousTestCase):
     def test_every_state_and_input_pair_is_declared_once(self) -> None:
         self.assertEqual(set(TRANSITIONS), {(s, i) for s in State for i in Input})
 
+    def test_every_action_the_table_names_exists(self) -> None:
+        from txnatpmp._service.link import GatewayLink
+
+        actions = {action for _, action in TRANSITIONS.values() if action}
+        self.assertEqual([a for a in sorted(actions) if not callable(getattr(GatewayLink, a, None))],
+                         [])
+
     def test_r19_wait_is_not_cut_short_by_anything_but_stop(self) -> None:
         for event in Input:
             after, _ = TRANSITIONS[(State.RECOVERING, event)]
