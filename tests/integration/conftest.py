@@ -9,26 +9,39 @@ from __future__ import annotations
 
 import atexit
 import os
-from typing import Iterator
+from typing import Callable, Iterator, TypeVar
 
 import pytest
 
 from lab import Lab, missing_requirements, remove_stale_labs
 
 
-@pytest.fixture(scope="session")
-def lab_session() -> Iterator[Lab]:
+L = TypeVar("L", bound=Lab)
+
+DEBUG = bool(os.environ.get("TXNATPMP_LAB_DEBUG"))
+
+
+def running_lab(make: Callable[[], L]) -> Iterator[L]:
+    """
+    Build a lab with C{make}, start it, and close it afterwards (also when the run is
+    interrupted); skip, with the reason, where labs cannot run.  For fixtures to C{yield from}.
+    """
     reason = missing_requirements()
     if reason is not None:
         pytest.skip(f"real-gateway lab unavailable: {reason}")
     remove_stale_labs()
-    lab = Lab(debug=bool(os.environ.get("TXNATPMP_LAB_DEBUG")))
-    atexit.register(lab.close)  # also when the run is interrupted
+    lab = make()
+    atexit.register(lab.close)
     lab.start()
     try:
         yield lab
     finally:
         lab.close()
+
+
+@pytest.fixture(scope="session")
+def lab_session() -> Iterator[Lab]:
+    yield from running_lab(lambda: Lab(debug=DEBUG))
 
 
 @pytest.fixture
@@ -44,13 +57,4 @@ def lab(lab_session: Lab) -> Iterator[Lab]:
 @pytest.fixture(scope="module")
 def short_lived_lab() -> Iterator[Lab]:
     """A lab whose gateway grants lifetimes as short as 1 s, for watching renewals."""
-    reason = missing_requirements()
-    if reason is not None:
-        pytest.skip(f"real-gateway lab unavailable: {reason}")
-    lab = Lab(debug=bool(os.environ.get("TXNATPMP_LAB_DEBUG")), min_lifetime=1)
-    atexit.register(lab.close)
-    lab.start()
-    try:
-        yield lab
-    finally:
-        lab.close()
+    yield from running_lab(lambda: Lab(debug=DEBUG, min_lifetime=1))

@@ -7,29 +7,21 @@ reaches the client only through a pinhole.  Tests are named after shared/rfc6887
 
 from __future__ import annotations
 
-import atexit
-import os
 from typing import Iterator
 
 import pytest
 
-from lab import CLIENT6, Agent, Lab, eventually, missing_requirements
+from lab import CLIENT6, Agent, Lab, eventually
 from lab.agent import GREETING
+
+from .conftest import DEBUG, running_lab
 
 
 @pytest.fixture(scope="module")
 def lab6() -> Iterator[Lab]:
-    reason = missing_requirements()
-    if reason is not None:
-        pytest.skip(f"real-gateway lab unavailable: {reason}")
-    lab = Lab(debug=bool(os.environ.get("TXNATPMP_LAB_DEBUG")), ipv6=True)
-    atexit.register(lab.close)
-    lab.start()
-    lab.block_inbound_ipv6()
-    try:
+    for lab in running_lab(lambda: Lab(debug=DEBUG, ipv6=True)):
+        lab.block_inbound_ipv6()
         yield lab
-    finally:
-        lab.close()
 
 
 @pytest.fixture

@@ -5,31 +5,22 @@ in network namespaces; Debian's miniupnpc C{upnpc} as the peer client that check
 
 from __future__ import annotations
 
-import atexit
-import os
 import time
 from typing import Iterator
 
 import pytest
 
 from lab.agent import GREETING
-from lab import CLIENT, EXTERNAL_ADDRESS, GATEWAY_LAN, Agent, UPnPLab, missing_requirements
+
+from .conftest import DEBUG, running_lab
+from lab import CLIENT, EXTERNAL_ADDRESS, GATEWAY_LAN, Agent, UPnPLab
 
 IGD2 = "urn:schemas-upnp-org:service:WANIPConnection:2"
 IGD1 = "urn:schemas-upnp-org:service:WANIPConnection:1"
 
 
 def _lab(**options: bool) -> Iterator[UPnPLab]:
-    reason = missing_requirements()
-    if reason is not None:
-        pytest.skip(f"real-gateway lab unavailable: {reason}")
-    lab = UPnPLab(debug=bool(os.environ.get("TXNATPMP_LAB_DEBUG")), **options)
-    atexit.register(lab.close)
-    lab.start()
-    try:
-        yield lab
-    finally:
-        lab.close()
+    yield from running_lab(lambda: UPnPLab(debug=DEBUG, **options))
 
 
 @pytest.fixture(scope="module")

@@ -8,47 +8,21 @@ with the client's own clock.
 
 from __future__ import annotations
 
-from typing import Callable
-
-from .._epoch import StateLostObserver
+from .._epoch import EpochTracker
 
 #: Seconds of slack either way, and the fraction (1/16) of the elapsed time a clock may drift.
 SLACK = 2
 DRIFT_DIVISOR = 16
 
 
-class PCPEpochTracker:
+class PCPEpochTracker(EpochTracker):
     """
     Runs section 8.5's check on each epoch from one server and tells observers when it fails.
-    The observer API is L{txnatpmp.EpochTracker}'s.
+    The observer API is L{txnatpmp.EpochTracker}'s (C{expected_epoch} is the previous epoch plus
+    the time the client saw pass); only the check differs.
 
     @param now: The client's clock, in seconds (an C{IReactorTime.seconds}).
     """
-
-    def __init__(self, now: Callable[[], float]) -> None:
-        self._now = now
-        self._last: tuple[int, float] | None = None
-        self._observers: list[StateLostObserver] = []
-
-    @property
-    def last_epoch(self) -> int | None:
-        """The epoch of the most recent response, or C{None} before the first."""
-        return None if self._last is None else self._last[0]
-
-    def add_observer(self, observer: StateLostObserver) -> None:
-        """
-        Call C{observer(received_epoch, expected_epoch)} whenever the server lost its state;
-        C{expected_epoch} is the previous epoch plus the time the client saw pass.
-        """
-        self._observers.append(observer)
-
-    def remove_observer(self, observer: StateLostObserver) -> None:
-        """Stop calling an observer added with L{add_observer}."""
-        self._observers.remove(observer)
-
-    def forget(self) -> None:
-        """Start afresh, as after a change of network: the next epoch is taken as it comes."""
-        self._last = None
 
     def observe(self, epoch: int) -> bool:
         """
