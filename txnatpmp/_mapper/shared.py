@@ -5,13 +5,16 @@ Discovery (RFC 6886 section 1.1, RFC 6887 section 9 and appendix A; P42-P46): on
 ANNOUNCE to the gateway.  A PCP answer means PCP.  A version-0 "unsupported version" answer
 means a NAT-PMP-only server: NAT-PMP, and that verdict is remembered for 30 minutes (or until
 L{forget_verdict}: an announcement, a new epoch, a change of network), then PCP is tried again.
+No answer at all to the ANNOUNCE within its deadline, where C{"upnp"} is allowed, means: look
+for a UPnP-IGD at the gateway's address (L{_upnp}).  With C{"upnp"} alone nothing goes to 5351.
 Every front end in the process shares what this module hands out: two endpoints never probe
 twice, nor have two requests in flight at one gateway.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence, Union
+import ipaddress
+from typing import Any, Protocol, Sequence, Union
 from weakref import WeakKeyDictionary
 
 from twisted.internet.defer import Deferred, succeed
@@ -20,18 +23,21 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from .._client import NATPMPClient
-from .._errors import ResultError, UnsupportedVersion
+from .._errors import GatewayTimeout, ResultError, UnsupportedVersion
 from .._pcp.client import PCPClient
 from .._pcp.schedule import PCPSchedule
 from .._schedule import RetransmitSchedule
 from .._spec import Gateway
+from .._upnp.client import UPnPClient
+from .._upnp.ssdp import SSDP_PORT
 from .natpmp import NATPMPMapper
 from .pcp import PCPMapper
+from .upnp import UPnPMapper
 
-Mapper = Union[NATPMPMapper, PCPMapper]
+Mapper = Union[NATPMPMapper, PCPMapper, UPnPMapper]
 
 #: Every method, in the order C{auto} prefers them.
-METHODS = ("pcp", "natpmp")
+METHODS = ("pcp", "natpmp", "upnp")
 #: How long a NAT-PMP-only verdict stands before PCP is tried again (RFC 6887 section 9).
 VERDICT_MEMORY = 1800.0
 #: The discovery probe: an ANNOUNCE retransmitted after 1 s, given up after 3 s.
@@ -40,10 +46,14 @@ PROBE_SCHEDULE = PCPSchedule(initial=1.0, max_duration=3.0)
 log = Logger(namespace="txnatpmp._mapper")
 
 
+class _Closable(Protocol):
+    def stopListening(self) -> Any: ...
+
+
 class _Shared:
     __slots__ = ("key", "mapper", "port", "users", "current")
 
-    def __init__(self, key: _Key, mapper: Mapper, port: IListeningPort) -> None:
+    def __init__(self, key: _Key, mapper: Mapper, port: IListeningPort | _Closable) -> None:
         self.key = key
         self.mapper = mapper
         self.port = port
@@ -55,11 +65,12 @@ _Key = tuple[Gateway, tuple[str, ...]]
 _shared: WeakKeyDictionary[Any, list[_Shared]] = WeakKeyDictionary()
 _discovering: WeakKeyDictionary[Any, dict[_Key, list[Deferred[Mapper]]]] = WeakKeyDictionary()
 _verdicts: WeakKeyDictionary[Any, dict[Gateway, float]] = WeakKeyDictionary()
+_ssdp_ports: WeakKeyDictionary[Any, dict[str, int]] = WeakKeyDictionary()
 
 
 def check_methods(methods: Sequence[str] | str) -> tuple[str, ...]:
     """
-    The methods to try, in order: C{"auto"} or a sequence of C{"pcp"}, C{"natpmp"}.
+    The methods to try, in order: C{"auto"} or a sequence of C{"pcp"}, C{"natpmp"}, C{"upnp"}.
 
     @raise ValueError: for anything else, before anything is sent.
     """
@@ -155,12 +166,27 @@ def _worth_asking_again(reactor: Any, shared: _Shared) -> bool:
 
 async def _discover(reactor: Any, key: _Key, schedule: RetransmitSchedule) -> _Shared:
     gateway, methods = key
-    if "pcp" in methods and ("natpmp" not in methods
-                             or natpmp_verdict_until(reactor, gateway) is None):
+    if methods == ("upnp",):
+        return await _upnp(reactor, key, None)
+    if "upnp" in methods and "pcp" not in methods and natpmp_verdict_until(
+            reactor, gateway) is None:
+        # The ANNOUNCE is the probe here too: any answer means a NAT-PMP/PCP server is there.
         client = PCPClient(gateway.host, gateway.port, reactor)
         port = reactor.listenUDP(0, client)
         try:
-            if "natpmp" in methods:
+            await client.announce(schedule=PROBE_SCHEDULE)
+        except GatewayTimeout as silent:
+            return await _upnp(reactor, key, silent)
+        except ResultError:
+            pass
+        finally:
+            port.stopListening()
+    elif "pcp" in methods and ("natpmp" not in methods
+                               or natpmp_verdict_until(reactor, gateway) is None):
+        client = PCPClient(gateway.host, gateway.port, reactor)
+        port = reactor.listenUDP(0, client)
+        try:
+            if "natpmp" in methods or "upnp" in methods:
                 await client.announce(schedule=PROBE_SCHEDULE)
         except UnsupportedVersion as error:
             port.stopListening()
@@ -172,8 +198,15 @@ async def _discover(reactor: Any, key: _Key, schedule: RetransmitSchedule) -> _S
                          "minutes before asking again", gateway=gateway.host,
                          minutes=int(VERDICT_MEMORY / 60))
             _verdicts.setdefault(reactor, {})[gateway] = reactor.seconds() + VERDICT_MEMORY
+            if "natpmp" not in methods:  # a NAT-PMP server, and NAT-PMP is not allowed
+                return await _upnp(reactor, key, None)
         except ResultError:
             return _register(reactor, key, PCPMapper(client), port)  # PCP answered (P44)
+        except GatewayTimeout as silent:
+            port.stopListening()
+            if "upnp" not in methods:
+                raise
+            return await _upnp(reactor, key, silent)
         except BaseException:
             port.stopListening()
             raise
@@ -186,6 +219,42 @@ async def _discover(reactor: Any, key: _Key, schedule: RetransmitSchedule) -> _S
     return _register(reactor, key, NATPMPMapper(natpmp), reactor.listenUDP(0, natpmp))
 
 
+async def _upnp(reactor: Any, key: _Key, silent: GatewayTimeout | None) -> _Shared:
+    """
+    The UPnP step: a UPnP-IGD at the gateway's address, found by an SSDP search (unicast to it,
+    and multicast only where the gateway is not loopback, as L{UPnPClient} does), its
+    description and one GetExternalIPAddress.  After a silent NAT-PMP/PCP probe (C{silent}),
+    finding no IGD either fails with that probe's timeout.
+    """
+    gateway, _ = key
+    try:
+        ipaddress.IPv4Address(gateway.host)
+    except ValueError:
+        if silent is not None:
+            raise silent from None
+        raise ValueError(f"UPnP-IGD needs an IPv4 gateway, not {gateway.host}") from None
+    ssdp_port = _ssdp_ports.get(reactor, {}).get(gateway.host, SSDP_PORT)
+    client = UPnPClient(gateway.host, reactor, ssdp_port=ssdp_port)
+    if silent is not None:
+        log.info("{gateway} answers neither PCP nor NAT-PMP: looking for a UPnP-IGD there",
+                 gateway=gateway.host)
+    try:
+        await client.discover()
+    except GatewayTimeout:
+        if silent is None:
+            raise
+        raise silent from None
+    mapper = UPnPMapper(client, gateway)
+    mapper.listen_for_restarts()
+    return _register(reactor, key, mapper, mapper)
+
+
+def use_ssdp_port(reactor: Any, host: str, port: int) -> None:
+    """UPnP discovery on C{reactor} searches C{host} on C{port} instead of 1900 (a test
+    double's, such as L{txnatpmp._upnp.fake.FakeIGD}'s C{ssdp_port})."""
+    _ssdp_ports.setdefault(reactor, {})[host] = port
+
+
 def _close(reactor: Any, shared: _Shared) -> None:
     entries = _shared.get(reactor, [])
     if shared in entries:
@@ -193,7 +262,8 @@ def _close(reactor: Any, shared: _Shared) -> None:
     shared.port.stopListening()
 
 
-def _register(reactor: Any, key: _Key, mapper: Mapper, port: IListeningPort) -> _Shared:
+def _register(reactor: Any, key: _Key, mapper: Mapper,
+              port: IListeningPort | _Closable) -> _Shared:
     entries = _shared.setdefault(reactor, [])
     for older in entries:
         if older.key == key:
