@@ -93,7 +93,8 @@ async def test_upnp_mapper_maps_renews_and_deletes(igd: FakeIGD) -> None:
     assert table(igd) == [("tcp", 60010, 60010)]
     renewed = await mapper.renew(mapping, 900)
     assert (renewed.external_port, renewed.lifetime) == (60010, 900)
-    assert igd.actions[-1] == "AddPortMapping"  # a renewal keeps its port
+    # A renewal asks whether the mapping is still there, then adds it again on its port.
+    assert igd.actions[-2:] == ["GetSpecificPortMappingEntry", "AddPortMapping"]
     assert (await mapper.external_address()).address == "80.100.100.1"
     await mapper.delete(TCP, renewed)
     assert table(igd) == [] and igd.actions[-1] == "DeletePortMapping"
@@ -122,8 +123,9 @@ async def test_a_restart_is_state_lost_for_the_observers(igd: FakeIGD) -> None:
     await mapper.probe()
     assert lost == [(0, 0.0)]
     igd.forget_mappings()  # a vanished mapping (no new BOOTID) is state lost too
-    assert await mapper.client.check(mapping) is False
+    await mapper.renew(mapping, 600)
     assert len(lost) == 2
+    assert table(igd) == [("tcp", 60010, 60010)]
 
 
 @pytest_twisted.ensureDeferred
@@ -191,6 +193,10 @@ async def test_service_with_upnp_keeps_a_mapping_through_a_reboot_and_deletes_on
     await until(lambda: table(igd) == [("tcp", 60010, 60010)] and service.mappings)
     assert EventKind.STATE_LOST in events  # the restart, not just a renewal, re-made it
     assert EventKind.RECREATED in events[events.index(EventKind.STATE_LOST):]
+    events.clear()
+    igd.forget_mappings()  # a flushed table, no restart: the next renewal finds it gone
+    await until(lambda: EventKind.RECREATED in events)
+    assert events[0] is EventKind.STATE_LOST and table(igd) == [("tcp", 60010, 60010)]
     await service.stopService()
     assert table(igd) == []
     assert silent.received == 0  # "upnp" alone sends nothing to the NAT-PMP/PCP port

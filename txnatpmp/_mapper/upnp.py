@@ -14,7 +14,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from .._errors import GatewayTimeout, IGDUnreachable
+from .._errors import GatewayTimeout, IGDUnreachable, ResultError
 from .._results import ExternalAddress, Mapping
 from .._spec import Gateway, MappingSpec
 from .._upnp.client import UPnPClient
@@ -36,8 +36,9 @@ log = Logger(namespace="txnatpmp._mapper")
 @implementer(IPortMapper)
 class UPnPMapper:
     """
-    Maps through a L{UPnPClient}: each request one SOAP exchange, renewals at half the lease
-    (a router that ignores leases, or grants only permanent ones, is renewed all the same).  A
+    Maps through a L{UPnPClient}: one SOAP exchange per request, two per renewal (is it still
+    there?  then add it again), at half the lease (a router that ignores leases, or grants only
+    permanent ones, is renewed all the same).  A
     restart (new BOOTID, moved description, vanished mapping) is the "state lost" signal; the
     client notices it at the next request, or at once when L{listen_for_restarts} hears the
     router's NOTIFY.  A device that stops answering HTTP fails requests with
@@ -81,7 +82,17 @@ class UPnPMapper:
 
     def renew(self, mapping: Mapping, lifetime: int,
               within: float | None = None) -> Deferred[Mapping]:
-        return self._bounded(lambda: self.client.renew(mapping, lifetime), within)
+        """Ask whether the device still holds C{mapping} (a vanished one means it lost its
+        state: the observers hear of it, and every mapping is re-created), then add it again."""
+        return self._bounded(lambda: Deferred.fromCoroutine(self._renew(mapping, lifetime)),
+                             within)
+
+    async def _renew(self, mapping: Mapping, lifetime: int) -> Mapping:
+        try:
+            await self.client.check(mapping)
+        except ResultError as error:  # it cannot say (no such action...): renew all the same
+            log.debug("Could not check {mapping}: {error}", mapping=mapping, error=error)
+        return await self.client.renew(mapping, lifetime)
 
     def delete(self, spec: MappingSpec, mapping: Mapping | None = None,
                within: float | None = None) -> Deferred[Any]:
