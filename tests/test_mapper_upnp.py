@@ -221,3 +221,30 @@ async def test_auto_picks_upnp_after_the_probe_gets_no_answer(
     assert table(igd) == [("udp", 60011, 60011)]
     await service.stopService()
     assert table(igd) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_auto_prefers_a_natpmp_answer_and_never_searches_for_upnp(
+        igd: FakeIGD, loopback_gateway: tuple[Any, int]) -> None:
+    natpmp, port = loopback_gateway
+    service = MappingService("127.0.0.1", port, reactor, announcements=False)
+    first = service.add_mapping("tcp:60012")
+    service.startService()
+    mapping = await first
+    assert mapping.method == "natpmp" and igd.searches == 0 and table(igd) == []
+    await service.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_natpmp_then_upnp_falls_through_when_5351_is_silent(
+        igd: FakeIGD, silent_5351: tuple[Silent, int]) -> None:
+    silent, port = silent_5351
+    service = MappingService("127.0.0.1", port, reactor, methods=("natpmp", "upnp"),
+                             announcements=False)
+    first = service.add_mapping("tcp:60013")
+    service.startService()
+    mapping = await first
+    assert mapping.method == "upnp" and silent.received >= 2
+    assert table(igd) == [("tcp", 60013, 60013)]
+    await service.stopService()
+    assert table(igd) == []
