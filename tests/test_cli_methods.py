@@ -261,8 +261,8 @@ async def test_method_is_checked_before_anything_is_sent(
     pcp_gateway: tuple[FakeGateway, str], natpmp: Command,
 ) -> None:
     fake, where = pcp_gateway
-    out, err, code = await natpmp("map", "tcp:8080", "-g", where, "--method", "upnp")
-    assert code == 2 and "invalid choice: 'upnp'" in err
+    out, err, code = await natpmp("map", "tcp:8080", "-g", where, "--method", "igd")
+    assert code == 2 and "invalid choice: 'igd'" in err
     assert fake.received == []
 
 

@@ -239,7 +239,7 @@ def test_method_on_every_command_defaults_to_auto(argv: list[str]) -> None:
         assert parse_arguments(with_method).method == method
 
 
-@pytest.mark.parametrize("value", ["upnp", "PCP", "", "nat-pmp"])
+@pytest.mark.parametrize("value", ["igd", "PCP", "", "nat-pmp"])
 def test_an_unknown_method_is_a_usage_error(value: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as stopped:
         parse_arguments(["map", "tcp:1", "--method", value])

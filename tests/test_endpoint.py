@@ -56,8 +56,8 @@ def test_plugin_wraps_any_inner_endpoint() -> None:
         ("natpmp:8080:gateway=router.lan", "IPv4 address"),
         (r"natpmp:8080:gateway=198.51.100.1\:x", "gateway port"),
         ("natpmp:8080:colour=blue", "unknown options"),
-        ("natpmp:8080:method=upnp", "method must be auto, pcp or natpmp"),
-        ("natpmp:8080:method=", "method must be auto, pcp or natpmp"),
+        ("natpmp:8080:method=igd", "methods must be 'auto' or some of"),
+        ("natpmp:8080:method=", "methods must be 'auto' or some of"),
     ],
 )
 def test_bad_descriptions_raise_value_error(description: str, message: str) -> None:
@@ -66,14 +66,15 @@ def test_bad_descriptions_raise_value_error(description: str, message: str) -> N
 
 
 def test_method_keyword_chooses_the_methods() -> None:
-    assert parse("natpmp:8080").methods == ("pcp", "natpmp")
-    assert parse("natpmp:8080:method=auto").methods == ("pcp", "natpmp")
+    assert parse("natpmp:8080").methods == ("pcp", "natpmp", "upnp")
+    assert parse("natpmp:8080:method=auto").methods == ("pcp", "natpmp", "upnp")
     assert parse("natpmp:8080:method=pcp").methods == ("pcp",)
+    assert parse("natpmp:8080:method=upnp").methods == ("upnp",)
     endpoint = parse(r"natpmp:tcp:8080:interface=127.0.0.1:method=natpmp")
     assert endpoint.methods == ("natpmp",)
     assert endpoint.inner._interface == "127.0.0.1"  # type: ignore[attr-defined]
     with pytest.raises(ValueError, match="methods must be"):
-        NATPMPServerEndpoint(reactor, TCP4ServerEndpoint(reactor, 0), methods="upnp")
+        NATPMPServerEndpoint(reactor, TCP4ServerEndpoint(reactor, 0), methods="igd")
 
 
 def test_parser_object_is_the_plugin() -> None:

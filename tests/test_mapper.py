@@ -38,7 +38,8 @@ class Mappers(SynchronousTestCase):
         verifyObject(IPortMapper, PCPMapper(PCPClient(rig.gateway_address, reactor=rig.host)))
 
     def test_methods_are_checked_before_anything_is_sent(self) -> None:
-        self.assertEqual(check_methods("auto"), ("pcp", "natpmp"))
+        self.assertEqual(check_methods("auto"), ("pcp", "natpmp", "upnp"))
+        self.assertEqual(check_methods("upnp"), ("upnp",))
         self.assertEqual(check_methods(("natpmp", "pcp")), ("pcp", "natpmp"))
         self.assertEqual(check_methods("natpmp"), ("natpmp",))
         for bad in ["", "upnp ", "NATPMP", ("pcp", "pcp"), (), "tcp"]:
@@ -161,7 +162,7 @@ class Discovery(ServiceCase):
         self.r.gateway.online = False
         service = self.service()
         first, = self.start(service, "tcp:60010")
-        self.r.run_for(4)
+        self.r.run_for(7)  # the PCP probe gives up after 3 s, auto's UPnP search 3.5 s later
         self.assertIn(service.state, (State.SILENT, State.PROBING))
         self.failureResultOf(first)
         self.r.gateway.online = True

@@ -333,5 +333,5 @@ class Holding(ServiceTestCase):
                 raise AssertionError("entered without a mapping")
 
         d = Deferred.fromCoroutine(block())
-        self.run_for(4)  # the discovery probe gives up after 3 s
+        self.run_for(7)  # the PCP probe gives up after 3 s, auto's UPnP search 3.5 s later
         self.failureResultOf(d, GatewayTimeout)

@@ -56,8 +56,8 @@ def test_gateway_lifetime_and_status_file() -> None:
         (["-m", "tcp:1", "-g", "198.51.100.1:x"], "gateway port"),
         (["-m", "tcp:1", "-g", "198.51.100.1:0"], "gateway port"),
         (["-m", "tcp:1", "--colour"], "colour"),
-        (["-m", "tcp:1", "--method", "upnp"], "--method must be auto, pcp or natpmp"),
-        (["-m", "tcp:1", "--method", "PCP"], "--method must be auto, pcp or natpmp"),
+        (["-m", "tcp:1", "--method", "igd"], "methods must be 'auto' or some of pcp, natpmp, upnp"),
+        (["-m", "tcp:1", "--method", "PCP"], "methods must be 'auto' or some of pcp, natpmp, upnp"),
         (["-m", "tcp:\u0663\u0660\u0660\u0661\u0660"], "from 1 to 65535"),
         (["-m", "tcp:\uff18\uff10"], "from 1 to 65535"),
         (["-m", "tcp:1", "-l", "\u0663"], "lifetime"),
@@ -103,8 +103,8 @@ def test_a_writable_status_file_is_accepted_and_the_check_leaves_nothing_behind(
 
 
 @pytest.mark.parametrize("argv, methods", [
-    ([], ("pcp", "natpmp")),
-    (["--method", "auto"], ("pcp", "natpmp")),
+    ([], ("pcp", "natpmp", "upnp")),
+    (["--method", "auto"], ("pcp", "natpmp", "upnp")),
     (["--method", "pcp"], ("pcp",)),
     (["--method", "natpmp"], ("natpmp",)),
 ])

@@ -21,7 +21,7 @@ class Options(usage.Options):
     """Command-line options of the natpmp plugin."""
 
     synopsis = ("--map SPEC [--map SPEC ...] [--gateway ADDRESS[:PORT]] [--lifetime SECONDS] "
-                "[--method auto|pcp|natpmp] [--status-file PATH]")
+                "[--method auto|pcp|natpmp|upnp] [--status-file PATH]")
     longdesc = (
         "Keep port mappings open on the gateway, through PCP (RFC 6887) where it speaks it, else "
         "NAT-PMP (RFC 6886): create them, renew them, "
@@ -59,8 +59,6 @@ class Options(usage.Options):
             raise usage.UsageError("at least one --map is needed, for example --map tcp:60010")
         try:
             self["lifetime"] = parse_lifetime(self["lifetime"])
-            if self["method"] not in ("auto", "pcp", "natpmp"):
-                raise ValueError(f"--method must be auto, pcp or natpmp, not {self['method']!r}")
             self["methods"] = check_methods(self["method"])
             if self["gateway"] is not None:
                 self["gateway"] = parse_gateway(self["gateway"])

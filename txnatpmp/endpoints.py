@@ -3,7 +3,7 @@ The C{natpmp:} server endpoint: listen locally and map the port on the gateway.
 
     twist web --listen natpmp:8080 --path .
     twist web --listen natpmp:8080:external=80:lifetime=3600 --path .
-    twist web --listen natpmp:8080:method=natpmp --path .   (method=auto|pcp|natpmp)
+    twist web --listen natpmp:8080:method=natpmp --path .   (method=auto|pcp|natpmp|upnp)
     twist web --listen natpmp:tcp\\:8080\\:interface=198.51.100.10 ...   (any inner endpoint)
 
 or from Python::
@@ -157,7 +157,7 @@ def _port_option(name: str, text: str, lowest: int = 1) -> int:
 class NATPMPServerParser:
     """
     Parses C{natpmp:PORT[:interface=ADDRESS][:external=PORT][:lifetime=SECONDS]
-    [:gateway=ADDRESS[\\:PORT]][:method=auto|pcp|natpmp]}, or C{natpmp:INNER...} with any inner
+    [:gateway=ADDRESS[\\:PORT]][:method=auto|pcp|natpmp|upnp]}, or C{natpmp:INNER...} with any inner
     server endpoint description (C{natpmp:tcp:8080:interface=...}); the natpmp options are taken
     out and the rest goes to the inner endpoint.
     """
@@ -183,11 +183,10 @@ class NATPMPServerParser:
             except ValueError as error:
                 raise ValueError(f"natpmp endpoint: {error}") from None
         if "method" in kwargs:
-            method = kwargs.pop("method")
-            if method not in ("auto", "pcp", "natpmp"):
-                raise ValueError(
-                    f"natpmp endpoint: method must be auto, pcp or natpmp, not {method!r}")
-            options["methods"] = check_methods(method)
+            try:
+                options["methods"] = check_methods(kwargs.pop("method"))
+            except ValueError as error:
+                raise ValueError(f"natpmp endpoint: {error}") from None
         if not args or not args[0]:
             raise ValueError("natpmp endpoint needs a port: natpmp:8080")
         if len(args) == 1 and is_ascii_number(args[0]):

@@ -25,6 +25,7 @@ from .._events import MappingEvent
 from .._gateway import find_gateway
 from .._hold import keeping
 from .._mapper.natpmp import NATPMPMapper
+from .._mapper.upnp import UPnPMapper
 from .._mapper.shared import Mapper, acquire_mapper, check_methods, release_mapper
 from .._pcp.schedule import PCPSchedule
 from .._results import ExternalAddress, Mapping
@@ -245,6 +246,11 @@ async def unmap_one(ctx: Context, gateway: Gateway, store: NonceStore,
                           (stored.method,) if stored is not None else methods) as mapper:
         if isinstance(mapper, NATPMPMapper):
             await ctx.stop.race(mapper.client.unmap_port(spec.protocol, spec.internal_port))
+        elif isinstance(mapper, UPnPMapper):
+            if stored is None:
+                return (f"{name}: natpmp map kept no record of it here, so its external port "
+                        "is not known (UPnP-IGD deletes by external port)")
+            await ctx.stop.race(mapper.delete(spec, stored.mapping()))
         elif stored is None or stored.nonce is None:
             return (f"{name}: no PCP nonce is kept for it here, so this is not a mapping "
                     "natpmp map made as this user on this host (or it has expired): a PCP "

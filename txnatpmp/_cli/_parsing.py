@@ -80,7 +80,7 @@ USAGE_ERROR = 2
 SUBCOMMANDS = ("address", "map", "unmap", "hold", "run", "demo")
 
 #: The values of C{--method}.
-METHOD_CHOICES = ("auto", "pcp", "natpmp")
+METHOD_CHOICES = ("auto", "pcp", "natpmp", "upnp")
 
 #: Seconds a command run by C{natpmp run} has to end after a signal before it gets SIGKILL.
 DEFAULT_GRACE = 5.0

@@ -7,6 +7,7 @@ from .interface import IPortMapper
 from .natpmp import NATPMPMapper
 from .pcp import PCPMapper
 from .shared import METHODS, acquire_mapper, check_methods, forget_verdict, release_mapper
+from .upnp import UPnPMapper
 
-__all__ = ["IPortMapper", "METHODS", "NATPMPMapper", "PCPMapper", "acquire_mapper",
+__all__ = ["IPortMapper", "METHODS", "NATPMPMapper", "PCPMapper", "UPnPMapper", "acquire_mapper",
            "check_methods", "forget_verdict", "release_mapper"]

@@ -5,13 +5,16 @@ Discovery (RFC 6886 section 1.1, RFC 6887 section 9 and appendix A; P42-P46): on
 ANNOUNCE to the gateway.  A PCP answer means PCP.  A version-0 "unsupported version" answer
 means a NAT-PMP-only server: NAT-PMP, and that verdict is remembered for 30 minutes (or until
 L{forget_verdict}: an announcement, a new epoch, a change of network), then PCP is tried again.
+No answer at all to the ANNOUNCE within its deadline, where C{"upnp"} is allowed, means: look
+for a UPnP-IGD at the gateway's address (L{_upnp}).  With C{"upnp"} alone nothing goes to 5351.
 Every front end in the process shares what this module hands out: two endpoints never probe
 twice, nor have two requests in flight at one gateway.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence, Union
+import ipaddress
+from typing import Any, Protocol, Sequence, Union
 from weakref import WeakKeyDictionary
 
 from twisted.internet.defer import Deferred, succeed
@@ -20,18 +23,23 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from .._client import NATPMPClient
-from .._errors import ResultError, UnsupportedVersion
+from .._errors import GatewayTimeout, ResultError, UnsupportedVersion
 from .._pcp.client import PCPClient
 from .._pcp.schedule import PCPSchedule
 from .._schedule import RetransmitSchedule
 from .._spec import Gateway
+from .._upnp.client import UPnPClient
+from .._upnp.ssdp import SSDP_PORT
 from .natpmp import NATPMPMapper
 from .pcp import PCPMapper
+from .upnp import UPnPMapper
 
-Mapper = Union[NATPMPMapper, PCPMapper]
+Mapper = Union[NATPMPMapper, PCPMapper, UPnPMapper]
 
 #: Every method, in the order C{auto} prefers them.
-METHODS = ("pcp", "natpmp")
+METHODS = ("pcp", "natpmp", "upnp")
+#: The methods a gateway is asked again about, for PCP, once their verdict runs out.
+FALLBACKS = ("natpmp", "upnp")
 #: How long a NAT-PMP-only verdict stands before PCP is tried again (RFC 6887 section 9).
 VERDICT_MEMORY = 1800.0
 #: The discovery probe: an ANNOUNCE retransmitted after 1 s, given up after 3 s.
@@ -40,12 +48,16 @@ PROBE_SCHEDULE = PCPSchedule(initial=1.0, max_duration=3.0)
 log = Logger(namespace="txnatpmp._mapper")
 
 
+class _Closable(Protocol):
+    def stopListening(self) -> Any: ...
+
+
 class _Shared:
     """One protocol client (one request queue) at one gateway, and how many use it."""
 
     __slots__ = ("gateway", "mapper", "port", "users", "current")
 
-    def __init__(self, gateway: Gateway, mapper: Mapper, port: IListeningPort) -> None:
+    def __init__(self, gateway: Gateway, mapper: Mapper, port: IListeningPort | _Closable) -> None:
         self.gateway = gateway
         self.mapper = mapper
         self.port = port
@@ -60,7 +72,9 @@ class _Shared:
         """The mapper a caller gets: the shared client, with the caller's own schedule."""
         if isinstance(self.mapper, NATPMPMapper):
             return NATPMPMapper(self.mapper.client, schedule)
-        return PCPMapper(self.mapper.client)
+        if isinstance(self.mapper, PCPMapper):
+            return PCPMapper(self.mapper.client)
+        return self.mapper
 
 
 _Key = tuple[Gateway, tuple[str, ...]]
@@ -68,11 +82,12 @@ _shared: WeakKeyDictionary[Any, list[_Shared]] = WeakKeyDictionary()
 _discovering: WeakKeyDictionary[Any, dict[_Key, list[Deferred[Mapper]]]] = WeakKeyDictionary()
 _running: WeakKeyDictionary[Any, dict[_Key, Deferred[_Shared]]] = WeakKeyDictionary()
 _verdicts: WeakKeyDictionary[Any, dict[Gateway, float]] = WeakKeyDictionary()
+_ssdp_ports: WeakKeyDictionary[Any, dict[str, int]] = WeakKeyDictionary()
 
 
 def check_methods(methods: Sequence[str] | str) -> tuple[str, ...]:
     """
-    The methods to try, in order: C{"auto"} or a sequence of C{"pcp"}, C{"natpmp"}.
+    The methods to try, in order: C{"auto"} or a sequence of C{"pcp"}, C{"natpmp"}, C{"upnp"}.
 
     @raise ValueError: for anything else, before anything is sent.
     """
@@ -184,19 +199,35 @@ def _current(reactor: Any, key: _Key, method: str | None = None) -> _Shared | No
 
 
 def _worth_asking_again(reactor: Any, key: _Key, shared: _Shared) -> bool:
+    """A fallback (NAT-PMP, UPnP) whose verdict ran out: PCP may answer now (P43)."""
     gateway, methods = key
-    return (shared.method == "natpmp" and "pcp" in methods
+    return (shared.method in FALLBACKS and "pcp" in methods
             and natpmp_verdict_until(reactor, gateway) is None)
 
 
 async def _discover(reactor: Any, key: _Key, schedule: RetransmitSchedule) -> _Shared:
     gateway, methods = key
-    if "pcp" in methods and ("natpmp" not in methods
-                             or natpmp_verdict_until(reactor, gateway) is None):
+    if methods == ("upnp",):
+        return await _upnp(reactor, key, None)
+    if "upnp" in methods and "pcp" not in methods and natpmp_verdict_until(
+            reactor, gateway) is None:
+        # The ANNOUNCE is the probe here too: any answer means a NAT-PMP/PCP server is there.
         client = PCPClient(gateway.host, gateway.port, reactor)
         port = reactor.listenUDP(0, client)
         try:
-            if "natpmp" in methods:
+            await client.announce(schedule=PROBE_SCHEDULE)
+        except GatewayTimeout as silent:
+            return await _upnp(reactor, key, silent)
+        except ResultError:
+            pass
+        finally:
+            port.stopListening()
+    elif "pcp" in methods and ("natpmp" not in methods
+                               or natpmp_verdict_until(reactor, gateway) is None):
+        client = PCPClient(gateway.host, gateway.port, reactor)
+        port = reactor.listenUDP(0, client)
+        try:
+            if "natpmp" in methods or "upnp" in methods:
                 await client.announce(schedule=PROBE_SCHEDULE)
         except UnsupportedVersion as error:
             port.stopListening()
@@ -208,8 +239,15 @@ async def _discover(reactor: Any, key: _Key, schedule: RetransmitSchedule) -> _S
                          "minutes before asking again", gateway=gateway.host,
                          minutes=int(VERDICT_MEMORY / 60))
             _verdicts.setdefault(reactor, {})[gateway] = reactor.seconds() + VERDICT_MEMORY
+            if "natpmp" not in methods:  # a NAT-PMP server, and NAT-PMP is not allowed
+                return await _upnp(reactor, key, None)
         except ResultError:
             return _register(reactor, gateway, PCPMapper(client), port)  # PCP answered (P44)
+        except GatewayTimeout as silent:
+            port.stopListening()
+            if "upnp" not in methods:
+                raise
+            return await _upnp(reactor, key, silent)
         except BaseException:
             port.stopListening()
             raise
@@ -222,6 +260,44 @@ async def _discover(reactor: Any, key: _Key, schedule: RetransmitSchedule) -> _S
     return _register(reactor, gateway, NATPMPMapper(natpmp), reactor.listenUDP(0, natpmp))
 
 
+async def _upnp(reactor: Any, key: _Key, silent: GatewayTimeout | None) -> _Shared:
+    """
+    The UPnP step: a UPnP-IGD at the gateway's address, found by an SSDP search (unicast to it,
+    and multicast only where the gateway is not loopback, as L{UPnPClient} does), its
+    description and one GetExternalIPAddress.  After a silent NAT-PMP/PCP probe (C{silent}),
+    finding no IGD either fails with that probe's timeout.
+    """
+    gateway, _ = key
+    try:
+        ipaddress.IPv4Address(gateway.host)
+    except ValueError:
+        if silent is not None:
+            raise silent from None
+        raise ValueError(f"UPnP-IGD needs an IPv4 gateway, not {gateway.host}") from None
+    ssdp_port = _ssdp_ports.get(reactor, {}).get(gateway.host, SSDP_PORT)
+    client = UPnPClient(gateway.host, reactor, ssdp_port=ssdp_port)
+    if silent is not None:
+        log.info("{gateway} answers neither PCP nor NAT-PMP: looking for a UPnP-IGD there",
+                 gateway=gateway.host)
+    try:
+        await client.discover()
+    except GatewayTimeout:
+        if silent is None:
+            raise
+        raise silent from None
+    mapper = UPnPMapper(client, gateway)
+    mapper.listen_for_restarts()
+    if silent is not None:  # ask PCP and NAT-PMP again later, as after a NAT-PMP verdict
+        _verdicts.setdefault(reactor, {})[gateway] = reactor.seconds() + VERDICT_MEMORY
+    return _register(reactor, gateway, mapper, mapper)
+
+
+def use_ssdp_port(reactor: Any, host: str, port: int) -> None:
+    """UPnP discovery on C{reactor} searches C{host} on C{port} instead of 1900 (a test
+    double's, such as L{txnatpmp._upnp.fake.FakeIGD}'s C{ssdp_port})."""
+    _ssdp_ports.setdefault(reactor, {})[host] = port
+
+
 def _close(reactor: Any, shared: _Shared) -> None:
     entries = _shared.get(reactor, [])
     if shared not in entries:
@@ -230,7 +306,8 @@ def _close(reactor: Any, shared: _Shared) -> None:
     shared.port.stopListening()
 
 
-def _register(reactor: Any, gateway: Gateway, mapper: Mapper, port: IListeningPort) -> _Shared:
+def _register(reactor: Any, gateway: Gateway, mapper: Mapper,
+              port: IListeningPort | _Closable) -> _Shared:
     entries = _shared.setdefault(reactor, [])
     for older in entries:
         if older.gateway == gateway and older.method == mapper.method:

@@ -20,6 +20,7 @@ from .._announce import Announcement, AnnouncementListener, listen_for_announcem
 from .._errors import GatewayTimeout, ResultError
 from .._events import EventKind, MappingEvent
 from .._mapper.shared import (
+    FALLBACKS,
     Mapper,
     acquire_mapper,
     forget_verdict,
@@ -111,6 +112,7 @@ class GatewayLink:
         self._probe: Deferred[Any] | None = None
         self._address_request: Deferred[ExternalAddress] | None = None
         self._failures = 0
+        self._said: tuple[Gateway, str] | None = None
         self._why: BaseException | None = None
         self._lost: tuple[int, float] = (0, 0.0)
         self._machine = Machine(self, self._changed)
@@ -181,6 +183,11 @@ class GatewayLink:
     def connect(self) -> None:
         assert self._found is not None
         self.mapper, self._found = self._found, None
+        said = (self.mapper.gateway, self.mapper.method)
+        if said != self._said:  # once per gateway and protocol, not at every reconnection
+            self._said = said
+            self.log.info("Gateway {gateway} speaks {method}", gateway=self.mapper.gateway.host,
+                          method=_NAMES[self.mapper.method])
         self.gateway = self.mapper.gateway
         self.mapper.add_state_lost_observer(self._state_lost)
         self._listen_for_announcements()
@@ -255,10 +262,15 @@ class GatewayLink:
         self._keepers.lose_all()
         delay = self._random.uniform(0, RECOVERY_JITTER)
         received, expected = self._lost
-        self.log.warn("Gateway {gateway} lost its mappings (epoch {received}, expected at least "
-                      "{expected:.0f}): re-creating {count} in {delay:.1f} s",
-                      gateway=self._host(), received=received, expected=expected,
-                      count=self._keepers.count(), delay=delay)
+        if self.mapper is not None and self.mapper.method == "upnp":  # no epochs: it restarted
+            self.log.warn("Gateway {gateway} restarted or lost our mappings: re-creating "
+                          "{count} in {delay:.1f} s", gateway=self._host(),
+                          count=self._keepers.count(), delay=delay)
+        else:
+            self.log.warn("Gateway {gateway} lost its mappings (epoch {received}, expected at "
+                          "least {expected:.0f}): re-creating {count} in {delay:.1f} s",
+                          gateway=self._host(), received=received, expected=expected,
+                          count=self._keepers.count(), delay=delay)
         self._keepers.tell(MappingEvent(EventKind.STATE_LOST,
                                         external_address=self.external_address))
         self._wait(delay)
@@ -348,7 +360,7 @@ class GatewayLink:
     def _arm_reconsider(self, at_least: float = 0.0) -> None:
         self._cancel_reconsider()
         mapper = self.mapper
-        if mapper is None or mapper.method != "natpmp" or "pcp" not in self.methods:
+        if mapper is None or mapper.method not in FALLBACKS or "pcp" not in self.methods:
             return
         until = natpmp_verdict_until(self._reactor, mapper.gateway)
         delay = 0.0 if until is None else until - self._reactor.seconds()
@@ -358,7 +370,7 @@ class GatewayLink:
         self._reconsider_timer = None
         if self.state is not State.CONNECTED or self.mapper is None:
             return
-        if self.mapper.client.pending:  # one request at the gateway at a time (R08)
+        if getattr(self.mapper.client, "pending", 0):  # one request at a time (R08)
             self._reconsider_timer = self._reactor.callLater(1.0, self._reconsider)
             return
         asking = self._reconsidering = acquire_mapper(self._reactor, self.mapper.gateway,
@@ -474,7 +486,7 @@ class GatewayLink:
         if isinstance(announcement, ExternalAddressResponse) and announcement.result == 0:
             self._set_address(announcement.address)
         self._machine.feed(Input.HEARD)
-        if mapper is self.mapper and mapper.method == "natpmp" and "pcp" in self.methods:
+        if mapper is self.mapper and mapper.method in FALLBACKS and "pcp" in self.methods:
             forget_verdict(self._reactor, mapper.gateway)
             if isinstance(announcement, PCPAnnounce) and self._reconsidering is None:
                 self._reconsider()

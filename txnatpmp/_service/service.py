@@ -72,8 +72,8 @@ class MappingService(Service):
             L{find_gateway} on start if C{None}, and looked for again whenever it falls silent,
             so the service follows a change of network.
         @param reactor: Provides time, UDP and multicast; the global reactor by default.
-        @param methods: The protocols to use, best first: C{"auto"} (PCP, then NAT-PMP, as
-            the gateway answers) or some of C{"pcp"}, C{"natpmp"}.
+        @param methods: The protocols to use, best first: C{"auto"} (PCP, then NAT-PMP, then
+            UPnP-IGD, as the gateway answers) or some of C{"pcp"}, C{"natpmp"}, C{"upnp"}.
         @param lifetime: Lifetime requested for mappings added without one.
         @param status_file: If given, the current mappings are written there as JSON, atomically,
             after every change.

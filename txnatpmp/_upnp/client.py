@@ -160,6 +160,8 @@ class UPnPClient:
     this client holds.
 
     @ivar device: The L{Device} found, C{None} before the first discovery.
+    @ivar last_heard: The clock's time of the device's last answer (an SSDP answer or any HTTP
+        response), C{None} before the first.
     """
 
     log = Logger()
@@ -215,6 +217,12 @@ class UPnPClient:
         self._no_add_any = False  # the router answered 401 to AddAnyPortMapping
         self._held: dict[tuple[str, int], Mapping] = {}
         self._wanted_lifetime: dict[tuple[str, int], int] = {}
+        self.last_heard: float | None = None
+
+    @property
+    def clock(self) -> Any:
+        """The reactor this client runs on (its clock, sockets and connections)."""
+        return self._reactor
 
     def __repr__(self) -> str:
         return f"<UPnPClient for {self.gateway.host}>"
@@ -337,6 +345,7 @@ class UPnPClient:
         found: Deferred[SearchAnswer] = Deferred()
 
         def answered(answer: SearchAnswer) -> None:
+            self.last_heard = self._reactor.seconds()
             if not found.called:
                 found.callback(answer)
 
@@ -535,6 +544,7 @@ class UPnPClient:
                      b"SOAPAction": action.soap_action.encode("ascii")},
             body=action.encode(),
         )
+        self.last_heard = self._reactor.seconds()  # any HTTP answer: the device is there
         return soap.decode_response(status, data, action)
 
     def _client_address(self) -> str:
