@@ -204,7 +204,7 @@ async def test_service_with_upnp_keeps_a_mapping_through_a_reboot_and_deletes_on
 
 
 @pytest_twisted.ensureDeferred
-async def test_auto_picks_upnp_after_the_probe_gets_no_answer(
+async def test_auto_picks_upnp_when_the_probe_gets_no_answer(
         igd: FakeIGD, silent_5351: tuple[Silent, int]) -> None:
     silent, port = silent_5351
     service = MappingService("127.0.0.1", port, reactor, announcements=False)
@@ -215,23 +215,25 @@ async def test_auto_picks_upnp_after_the_probe_gets_no_answer(
     waited = reactor.seconds() - started  # type: ignore[attr-defined]
     assert mapping.method == "upnp" and service.mapper is not None
     assert service.mapper.method == "upnp"
-    # The PCP ANNOUNCE and its retransmissions (after about 1 and 3 s), all unanswered.
-    assert 2 <= silent.received <= 3, silent.received
-    assert 3.0 <= waited < 6.0, waited  # the probe's deadline, then one search and exchange
+    # The PCP ANNOUNCE went out with the IGD search beside it; the IGD answered, and the probe
+    # stayed silent for the grace after it (design.md: PCP > NAT-PMP > UPnP, with a grace).
+    assert 1 <= silent.received <= 2, silent.received
+    assert waited < 2.0, waited
     assert table(igd) == [("udp", 60011, 60011)]
     await service.stopService()
     assert table(igd) == []
 
 
 @pytest_twisted.ensureDeferred
-async def test_auto_prefers_a_natpmp_answer_and_never_searches_for_upnp(
+async def test_auto_prefers_a_natpmp_answer_to_an_igd(
         igd: FakeIGD, loopback_gateway: tuple[Any, int]) -> None:
     natpmp, port = loopback_gateway
     service = MappingService("127.0.0.1", port, reactor, announcements=False)
     first = service.add_mapping("tcp:60012")
     service.startService()
     mapping = await first
-    assert mapping.method == "natpmp" and igd.searches == 0 and table(igd) == []
+    # The IGD was searched for beside the probe, and not used: NAT-PMP answered.
+    assert mapping.method == "natpmp" and igd.searches <= 1 and table(igd) == []
     await service.stopService()
 
 
@@ -244,7 +246,7 @@ async def test_natpmp_then_upnp_falls_through_when_5351_is_silent(
     first = service.add_mapping("tcp:60013")
     service.startService()
     mapping = await first
-    assert mapping.method == "upnp" and silent.received >= 2
+    assert mapping.method == "upnp" and silent.received >= 1
     assert table(igd) == [("tcp", 60013, 60013)]
     await service.stopService()
     assert table(igd) == []

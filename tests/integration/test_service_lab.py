@@ -60,8 +60,8 @@ def test_open_files_stay_flat_while_the_network_is_unreachable(lab: Lab) -> None
         for _ in range(24):  # several rounds of retries with backoff
             time.sleep(1)
             counts.append(lab.open_files(daemon))
-        # Flat: at most the one discovery probe's socket comes and goes, nothing accumulates.
-        assert max(counts) - min(counts) <= 1, counts
+        # Flat: at most the discovery's two sockets (PCP probe, SSDP search) come and go.
+        assert max(counts) - min(counts) <= 2, counts
         assert daemon.poll() is None
     finally:
         lab.set_client_link(True)

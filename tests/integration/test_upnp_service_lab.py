@@ -6,31 +6,23 @@ checked by nftables, by Debian's miniupnpc C{upnpc} as a peer client, and by a W
 
 from __future__ import annotations
 
-import atexit
-import os
+import sys
 import time
 from typing import Iterator
 
 import pytest
 
+from lab import CLIENT, GATEWAY_LAN, UPnPLab, eventually, terminate
 from lab.agent import GREETING
-from lab import CLIENT, GATEWAY_LAN, UPnPLab, eventually, missing_requirements, terminate
+
+from .conftest import DEBUG, running_lab
 
 MAPPED = [("tcp", 60060, CLIENT, 60060)]
 
 
 @pytest.fixture(scope="module")
 def upnp_only_lab() -> Iterator[UPnPLab]:
-    reason = missing_requirements()
-    if reason is not None:
-        pytest.skip(f"real-gateway lab unavailable: {reason}")
-    lab = UPnPLab(debug=bool(os.environ.get("TXNATPMP_LAB_DEBUG")))
-    atexit.register(lab.close)
-    lab.start()
-    try:
-        yield lab
-    finally:
-        lab.close()
+    yield from running_lab(lambda: UPnPLab(debug=DEBUG))
 
 
 @pytest.fixture
@@ -72,3 +64,23 @@ def test_auto_daemon_maps_through_upnp_recreates_after_a_restart_and_deletes_on_
     assert "lost its state: " in log and "(announced)" in log  # BOOTID or a moved URL
     assert "Re-created tcp 60060" in log
     assert "Removed tcp 60060" in log
+
+
+def test_natpmp_map_with_auto_maps_through_upnp_and_unmap_deletes_it(upnp_lab: UPnPLab) -> None:
+    """`natpmp map` and, in a later process, `natpmp unmap`, with the default auto, on a
+    router that speaks only UPnP-IGD; upnpc (miniupnpc) sees the mapping as any peer would."""
+    lab = upnp_lab
+
+    def natpmp(*argv: str) -> tuple[int, str, str]:
+        done = lab.run("client", sys.executable, "-m", "txnatpmp", *argv, check=False,
+                       timeout=60)
+        return done.returncode, done.stdout, done.stderr
+
+    code, out, err = natpmp("map", "tcp:60061", "-g", GATEWAY_LAN)
+    assert code == 0, err
+    assert out.strip().endswith("(UPnP)"), out
+    assert lab.mappings() == [("tcp", 60061, CLIENT, 60061)]
+    assert f"TCP 60061->{CLIENT}:60061" in lab.upnpc("-l")
+    code, out, err = natpmp("unmap", "tcp:60061", "-g", GATEWAY_LAN)
+    assert code == 0, err
+    assert lab.mappings() == []

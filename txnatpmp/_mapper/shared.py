@@ -42,6 +42,8 @@ METHODS = ("pcp", "natpmp", "upnp")
 FALLBACKS = ("natpmp", "upnp")
 #: How long a NAT-PMP-only verdict stands before PCP is tried again (RFC 6887 section 9).
 VERDICT_MEMORY = 1800.0
+#: Seconds a UPnP-IGD's answer waits for PCP or NAT-PMP to answer too (they are preferred).
+UPNP_GRACE = 0.5
 #: The discovery probe: an ANNOUNCE retransmitted after 1 s, given up after 3 s.
 PROBE_SCHEDULE = PCPSchedule(initial=1.0, max_duration=3.0)
 
@@ -215,9 +217,9 @@ async def _discover(reactor: Any, key: _Key, schedule: RetransmitSchedule) -> _S
         client = PCPClient(gateway.host, gateway.port, reactor)
         port = reactor.listenUDP(0, client)
         try:
-            await client.announce(schedule=PROBE_SCHEDULE)
-        except GatewayTimeout as silent:
-            return await _upnp(reactor, key, silent)
+            await _probe(reactor, key, client)
+        except _IGDFirst as first:
+            return _use_igd(reactor, gateway, first.client, fallback=True)
         except ResultError:
             pass
         finally:
@@ -228,7 +230,10 @@ async def _discover(reactor: Any, key: _Key, schedule: RetransmitSchedule) -> _S
         port = reactor.listenUDP(0, client)
         try:
             if "natpmp" in methods or "upnp" in methods:
-                await client.announce(schedule=PROBE_SCHEDULE)
+                await _probe(reactor, key, client)
+        except _IGDFirst as first:
+            port.stopListening()
+            return _use_igd(reactor, gateway, first.client, fallback=True)
         except UnsupportedVersion as error:
             port.stopListening()
             if error.server_version not in (0, None):
@@ -243,12 +248,7 @@ async def _discover(reactor: Any, key: _Key, schedule: RetransmitSchedule) -> _S
                 return await _upnp(reactor, key, None)
         except ResultError:
             return _register(reactor, gateway, PCPMapper(client), port)  # PCP answered (P44)
-        except GatewayTimeout as silent:
-            port.stopListening()
-            if "upnp" not in methods:
-                raise
-            return await _upnp(reactor, key, silent)
-        except BaseException:
+        except BaseException:  # GatewayTimeout: nothing answered, the IGD search included
             port.stopListening()
             raise
         else:
@@ -274,22 +274,110 @@ async def _upnp(reactor: Any, key: _Key, silent: GatewayTimeout | None) -> _Shar
         if silent is not None:
             raise silent from None
         raise ValueError(f"UPnP-IGD needs an IPv4 gateway, not {gateway.host}") from None
-    ssdp_port = _ssdp_ports.get(reactor, {}).get(gateway.host, SSDP_PORT)
-    client = UPnPClient(gateway.host, reactor, ssdp_port=ssdp_port)
     if silent is not None:
         log.info("{gateway} answers neither PCP nor NAT-PMP: looking for a UPnP-IGD there",
                  gateway=gateway.host)
     try:
-        await client.discover()
+        client = await _find_igd(reactor, gateway)
     except GatewayTimeout:
         if silent is None:
             raise
         raise silent from None
+    return _use_igd(reactor, gateway, client, silent is not None)
+
+
+async def _find_igd(reactor: Any, gateway: Gateway) -> UPnPClient:
+    """A UPnP-IGD at C{gateway}'s address, discovered (nothing registered yet)."""
+    ssdp_port = _ssdp_ports.get(reactor, {}).get(gateway.host, SSDP_PORT)
+    client = UPnPClient(gateway.host, reactor, ssdp_port=ssdp_port)
+    await client.discover()
+    return client
+
+
+def _use_igd(reactor: Any, gateway: Gateway, client: UPnPClient, fallback: bool) -> _Shared:
     mapper = UPnPMapper(client, gateway)
     mapper.listen_for_restarts()
-    if silent is not None:  # ask PCP and NAT-PMP again later, as after a NAT-PMP verdict
+    if fallback:  # ask PCP and NAT-PMP again later, as after a NAT-PMP verdict
         _verdicts.setdefault(reactor, {})[gateway] = reactor.seconds() + VERDICT_MEMORY
     return _register(reactor, gateway, mapper, mapper)
+
+
+class _IGDFirst(Exception):
+    """A UPnP-IGD answered and the PCP/NAT-PMP probe stayed silent through the grace."""
+
+    def __init__(self, client: UPnPClient) -> None:
+        super().__init__("a UPnP-IGD answered first")
+        self.client = client
+
+
+async def _probe(reactor: Any, key: _Key, client: PCPClient) -> int:
+    """
+    The PCP ANNOUNCE probe; with UPnP allowed, an IGD search goes alongside it (design.md's
+    discovery order).  PCP and NAT-PMP win whenever they answer; an IGD that answers wins only
+    if the probe is still silent L{UPNP_GRACE} seconds later (L{_IGDFirst}).  A probe that times
+    out falls back to the search's outcome.
+    """
+    gateway, methods = key
+    probe = client.announce(schedule=PROBE_SCHEDULE)
+    if "upnp" not in methods or _not_ipv4(gateway):
+        return await probe
+    search = Deferred.fromCoroutine(_find_igd(reactor, gateway))
+    searched: Deferred[UPnPClient] = Deferred()
+
+    def relay(result: UPnPClient | Failure) -> None:
+        searched.callback(result)
+
+    search.addBoth(relay)
+    decided: Deferred[tuple[str, Any]] = Deferred()
+    grace: list[Any] = []
+
+    def probe_decides(result: object) -> None:
+        if not decided.called:
+            decided.callback(("probe", result))
+
+    def igd_found(result: object) -> object:
+        if not isinstance(result, Failure) and not decided.called:
+            def igd_decides() -> None:
+                if not decided.called:
+                    decided.callback(("igd", result))
+
+            grace.append(reactor.callLater(UPNP_GRACE, igd_decides))
+        return result
+
+    probe.addBoth(probe_decides)
+    searched.addBoth(igd_found)
+    try:
+        which, outcome = await decided
+    except BaseException:  # cancelled (a stop): neither goes on
+        probe.cancel()
+        search.cancel()
+        searched.addErrback(lambda _: None)
+        raise
+    finally:
+        for timer in grace:
+            if timer.active():
+                timer.cancel()
+    if which == "igd":
+        probe.cancel()
+        raise _IGDFirst(outcome)
+    if isinstance(outcome, Failure) and isinstance(outcome.value, GatewayTimeout):
+        try:
+            raise _IGDFirst(await searched)
+        except GatewayTimeout:
+            outcome.raiseException()  # neither answered: the probe's timeout says so
+    search.cancel()
+    searched.addErrback(lambda _: None)
+    if isinstance(outcome, Failure):
+        outcome.raiseException()
+    return int(outcome)
+
+
+def _not_ipv4(gateway: Gateway) -> bool:
+    try:
+        ipaddress.IPv4Address(gateway.host)
+    except ValueError:
+        return True
+    return False
 
 
 def use_ssdp_port(reactor: Any, host: str, port: int) -> None:

@@ -212,6 +212,7 @@ class UPnPClient:
         self.device: Device | None = None
         self._stale = True
         self._waiting: list[Deferred[Device]] = []
+        self._discovery: Deferred[Any] | None = None
         self._observers: list[RestartObserver] = []
         self._permanent_only = False  # the router answered 725 (or 402) to a finite lease
         self._no_add_any = False  # the router answered 401 to AddAnyPortMapping
@@ -299,15 +300,27 @@ class UPnPClient:
         return self._shared_discovery()
 
     def _shared_discovery(self) -> Deferred[Device]:
-        waiter: Deferred[Device] = Deferred()
+        def withdraw(cancelled: Deferred[Device]) -> None:
+            """Nobody waits any more: stop searching (its timer and socket go too)."""
+            if cancelled in self._waiting:
+                self._waiting.remove(cancelled)
+            if not self._waiting and self._discovery is not None:
+                self._discovery.cancel()
+
+        waiter: Deferred[Device] = Deferred(withdraw)
         self._waiting.append(waiter)
         if len(self._waiting) == 1:
-            Deferred.fromCoroutine(self._discover()).addBoth(self._discovered)
+            discovery: Deferred[Any] = Deferred.fromCoroutine(self._discover())
+            self._discovery = discovery
+            discovery.addBoth(self._discovered)
         return waiter
 
     def _discovered(self, result: Device | Failure) -> None:
+        self._discovery = None
         waiting, self._waiting = self._waiting, []
         for waiter in waiting:
+            if waiter.called:
+                continue
             if isinstance(result, Failure):
                 waiter.errback(result)
             else:
