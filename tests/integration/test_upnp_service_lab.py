@@ -60,7 +60,7 @@ def test_auto_daemon_maps_through_upnp_recreates_after_a_restart_and_deletes_on_
     assert lab.mappings() == []
     assert "60060->" not in lab.upnpc("-l")
     log = lab.output(daemon)
-    assert "answers neither PCP nor NAT-PMP: looking for a UPnP-IGD" in log
+    assert "answers neither PCP nor NAT-PMP: using its UPnP-IGD" in log
     assert "lost its state: " in log and "(announced)" in log  # BOOTID or a moved URL
     assert "Re-created tcp 60060" in log
     assert "Removed tcp 60060" in log

@@ -274,9 +274,6 @@ async def _upnp(reactor: Any, key: _Key, silent: GatewayTimeout | None) -> _Shar
         if silent is not None:
             raise silent from None
         raise ValueError(f"UPnP-IGD needs an IPv4 gateway, not {gateway.host}") from None
-    if silent is not None:
-        log.info("{gateway} answers neither PCP nor NAT-PMP: looking for a UPnP-IGD there",
-                 gateway=gateway.host)
     try:
         client = await _find_igd(reactor, gateway)
     except GatewayTimeout:
@@ -298,6 +295,8 @@ def _use_igd(reactor: Any, gateway: Gateway, client: UPnPClient, fallback: bool)
     mapper = UPnPMapper(client, gateway)
     mapper.listen_for_restarts()
     if fallback:  # ask PCP and NAT-PMP again later, as after a NAT-PMP verdict
+        log.info("{gateway} answers neither PCP nor NAT-PMP: using its UPnP-IGD; asking again "
+                 "in {minutes} minutes", gateway=gateway.host, minutes=int(VERDICT_MEMORY / 60))
         _verdicts.setdefault(reactor, {})[gateway] = reactor.seconds() + VERDICT_MEMORY
     return _register(reactor, gateway, mapper, mapper)
 
