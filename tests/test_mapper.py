@@ -334,3 +334,12 @@ class FoundInReview(ServiceCase):
         first, = self.start(impatient, "tcp:60200")
         self.r.run_for(1)  # its own schedule (0.75 s), not the others' (128 s)
         self.failureResultOf(first, GatewayTimeout)
+
+    def test_P41_up_to_eight_pcp_requests_in_flight_once_the_server_speaks_pcp(self) -> None:
+        self.rig(pcp=True)
+        self.r.gateway.delay = 0.1
+        service = self.service()
+        self.start(service, *[f"udp:{port}" for port in range(61000, 61030)])
+        self.r.run_for(3, step=0.01)
+        self.assertEqual(len(service.mappings), 30)
+        self.assertEqual(self.r.gateway.max_outstanding, 8)
