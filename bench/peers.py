@@ -90,24 +90,8 @@ for port in range(first, first + n):
 print(json.dumps({"seconds": time.perf_counter() - started, "ok": ok}))
 """
 
-TXNATPMP_PCP = """
-import json, sys, time
-from twisted.internet.defer import ensureDeferred
-from twisted.internet.task import react
-from txnatpmp import PCPClient
-
-async def main(reactor, gateway, first, n):
-    client = PCPClient(gateway, reactor=reactor)
-    reactor.listenUDP(0, client)
-    ok = 0
-    started = time.perf_counter()
-    for port in range(first, first + n):
-        mapping = await client.map_port("tcp", port, port, 3600)
-        ok += mapping.lifetime > 0
-    print(json.dumps({"seconds": time.perf_counter() - started, "ok": ok}))
-
-react(lambda reactor: ensureDeferred(main(reactor, sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))))
-"""
+#: The same program with txnatpmp's PCP client.
+TXNATPMP_PCP = TXNATPMP.replace("NATPMPClient", "PCPClient")
 
 RAW_PCP = """
 import json, os, socket, struct, sys, time
