@@ -276,7 +276,7 @@ class StatusFile(ServiceTestCase):
         self.assertEqual(status["external_address"], "80.100.100.1")
         self.assertEqual(status["mappings"], [{"protocol": "tcp", "internal_port": 60010,
                                                "external_port": 60010, "lifetime": 7200,
-                                               "method": "natpmp",
+                                               "method": "natpmp", "family": 4,
                                                "external_address": "80.100.100.1",
                                                "expires": 8200.0}])
         self.service.stopService()

@@ -36,6 +36,8 @@ class MappingEvent:
     @ivar previous: The mapping before (RENEWED, PORT_CHANGED, REMOVED).
     @ivar external_address: The gateway's external address when known.
     @ivar error: What went wrong (FAILED).
+    @ivar family: The address family concerned: 4, or 6 for an IPv6 pinhole and the IPv6
+        router's events.
     """
 
     kind: EventKind
@@ -44,3 +46,4 @@ class MappingEvent:
     previous: Mapping | None = None
     external_address: str | None = None
     error: BaseException | None = None
+    family: int = 4

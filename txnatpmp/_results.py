@@ -50,3 +50,8 @@ class Mapping:
     method: Method = "natpmp"
     external_address: str | None = None
     nonce: bytes | None = field(default=None, repr=False)
+
+    @property
+    def family(self) -> int:
+        """6 for an IPv6 pinhole (its external address is IPv6), else 4."""
+        return 6 if self.external_address is not None and ":" in self.external_address else 4

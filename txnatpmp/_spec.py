@@ -10,7 +10,7 @@ digits (C{"٣٠٠١٠"}, C{"８０"}), which nobody means as a port.
 from __future__ import annotations
 
 import ipaddress
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 from attrs import frozen
 
@@ -43,15 +43,16 @@ def parse_number(text: str, what: str, low: int, high: int) -> int:
 
 class Gateway(NamedTuple):
     """
-    A gateway's IPv4 address and its port (5351 unless a test double listens elsewhere).  A
-    tuple, so C{host, port = gateway} works where C{(host, port)} pairs did.
+    A gateway's address (IPv4, or IPv6 with C{%zone} when link-local) and its port (5351 unless
+    a test double listens elsewhere).  A tuple, so C{host, port = gateway} works where
+    C{(host, port)} pairs did.
     """
 
     host: str
     port: int = SERVER_PORT
 
     def __str__(self) -> str:
-        return f"{self.host}:{self.port}"
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
 def check_gateway(host: str, port: int = SERVER_PORT) -> Gateway:
@@ -67,6 +68,58 @@ def check_gateway(host: str, port: int = SERVER_PORT) -> Gateway:
     if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 0xFFFF:
         raise ValueError(f"gateway port must be from 1 to 65535, not {port!r}")
     return Gateway(str(address), port)
+
+
+def check_gateway6(host: str, port: int = SERVER_PORT) -> Gateway:
+    """
+    Return the L{Gateway} if C{host} is an IPv6 address (a link-local one with its interface,
+    C{fe80::1%eth0}) and C{port} a UDP port.
+
+    @raise ValueError: otherwise.
+    """
+    address, percent, zone = host.partition("%")
+    try:
+        ip = ipaddress.IPv6Address(address)
+    except ValueError:
+        raise ValueError(f"IPv6 gateway must be an IPv6 address, not {host!r}") from None
+    if ip.is_link_local and not zone:
+        raise ValueError(f"a link-local IPv6 gateway needs its interface, as in fe80::1%eth0, "
+                         f"not {host!r}")
+    if percent and (not zone or not zone.isascii() or not zone.isprintable() or " " in zone):
+        raise ValueError(f"IPv6 gateway {host!r} has a bad interface name")
+    if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 0xFFFF:
+        raise ValueError(f"gateway port must be from 1 to 65535, not {port!r}")
+    return Gateway(f"{ip}%{zone}" if ip.is_link_local else str(ip), port)
+
+
+def gateway_family(host: str) -> int:
+    """4 or 6: the address family of a gateway's address (C{fe80::1%eth0} is 6)."""
+    return 6 if ":" in host else 4
+
+
+#: The address families a service can keep mappings on: an IPv4 mapping, an IPv6 pinhole.
+FAMILIES = (4, 6)
+
+
+def check_families(families: int | str | Sequence[int]) -> tuple[int, ...]:
+    """
+    The address families to keep each mapping on, in order: C{4}, C{6}, or both (C{(4, 6)},
+    or C{"46"} as the command line writes it).
+
+    @raise ValueError: for anything else, before anything is sent.
+    """
+    if isinstance(families, bool):
+        chosen: tuple[object, ...] = (families,)
+    elif isinstance(families, int):
+        chosen = (4, 6) if families == 46 else (families,)
+    elif isinstance(families, str):
+        chosen = tuple(int(c) if c in "46" else c for c in families.strip())
+    else:
+        chosen = tuple(families)
+    if (not chosen or len(set(chosen)) != len(chosen)
+            or any(isinstance(f, bool) or f not in FAMILIES for f in chosen)):
+        raise ValueError(f"family must be 4, 6 or 46 (both), not {families!r}")
+    return tuple(f for f in FAMILIES if f in chosen)
 
 
 @frozen
@@ -118,17 +171,27 @@ def parse_spec(spec: str) -> MappingSpec:
 
 def parse_gateway(text: str) -> Gateway:
     """
-    Parse C{ADDRESS} or C{ADDRESS:PORT} (an IPv4 address; port 5351 by default).
+    Parse C{ADDRESS} or C{ADDRESS:PORT}: an IPv4 address, or an IPv6 one (C{fe80::1%eth0},
+    C{[2001:db8::1]:5351}); port 5351 by default.
 
     @raise ValueError: with a message saying what is wrong.
     """
-    host, colon, port_text = text.strip().partition(":")
-    port = SERVER_PORT
-    if colon:
-        if not is_ascii_number(port_text):
-            raise ValueError(f"gateway port in {text!r} must be a number, not {port_text!r}")
-        port = int(port_text)
-    return check_gateway(host, port)
+    text = text.strip()
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ValueError(f"gateway {text!r} is not [IPV6-ADDRESS] or [IPV6-ADDRESS]:PORT")
+        return check_gateway6(host, _gateway_port(rest[1:], text) if rest else SERVER_PORT)
+    if text.count(":") > 1:
+        return check_gateway6(text)
+    host, colon, port_text = text.partition(":")
+    return check_gateway(host, _gateway_port(port_text, text) if colon else SERVER_PORT)
+
+
+def _gateway_port(port_text: str, text: str) -> int:
+    if not is_ascii_number(port_text):
+        raise ValueError(f"gateway port in {text!r} must be a number, not {port_text!r}")
+    return int(port_text)
 
 
 def parse_lifetime(text: str | int) -> int:

@@ -9,7 +9,11 @@ from typing import Any, Callable
 
 from attrs import evolve
 from twisted.internet.defer import Deferred, succeed
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
+
+from .._errors import NotAuthorized
 
 from .._pcp.client import PCPClient
 from .._pcp.schedule import PCPSchedule, renewal_delay
@@ -29,6 +33,8 @@ DELETE_MAX_WAIT = 1.0
 #: Requests in flight at once: a renewal lost under loss does not hold up the others.
 WINDOW = 8
 
+log = Logger(namespace="txnatpmp._mapper")
+
 
 @implementer(IPortMapper)
 class PCPMapper:
@@ -40,10 +46,15 @@ class PCPMapper:
     method = "pcp"
     reports_address = True  #: every MAP answer carries the external address (P25)
 
-    def __init__(self, client: PCPClient, give_up_after: float = GIVE_UP_AFTER) -> None:
+    def __init__(self, client: PCPClient, give_up_after: float = GIVE_UP_AFTER,
+                 gateway: Gateway | None = None) -> None:
+        """
+        @param gateway: The gateway as its users name it (a link-local IPv6 router with its
+            C{%zone}); the client's server by default.
+        """
         self.client = client
         client.window = WINDOW  # it speaks PCP: answers name their requests (P41)
-        self.gateway = Gateway(*client.server)
+        self.gateway = gateway if gateway is not None else Gateway(*client.server)
         self._give_up_after = give_up_after
 
     def __repr__(self) -> str:
@@ -87,8 +98,37 @@ class PCPMapper:
             if nonce is None:
                 return succeed(None)  # never asked for through PCP: nothing to delete here
             mapping = Mapping(spec.protocol, spec.internal_port, 0, 0, 0, "pcp", nonce=nonce)
-        return self.client.unmap_port(mapping, schedule=self._schedule(
-            within, DELETE_GIVE_UP_AFTER, DELETE_FIRST_WAIT))
+        schedule = self._schedule(within, DELETE_GIVE_UP_AFTER, DELETE_FIRST_WAIT)
+        deleted = self.client.unmap_port(mapping, schedule=schedule)
+        if self.client.family == 6 and mapping.external_port:
+            deleted.addErrback(self._shorten_refused, mapping, schedule)
+        return deleted
+
+    def _shorten_refused(self, failure: Failure, mapping: Mapping,
+                         schedule: PCPSchedule) -> Deferred[Mapping] | Failure:
+        """
+        miniupnpd before 2.3.8 forgets an IPv6 pinhole's nonce when it renews it (its nftables
+        backend rewrites the rule without the description), then refuses every delete with
+        NOT_AUTHORIZED.  The pinhole is ours, so the next best thing: renew it for 1 s (an
+        ordinary renewal, RFC 6887 section 11.2.1), which the router clamps to its shortest
+        lifetime and then removes.  Fires with the mapping as shortened.
+        """
+        if not isinstance(failure.value, NotAuthorized):
+            return failure
+        shortened = self.client.renew(mapping, 1, schedule=schedule)
+
+        def said(left: Mapping) -> Mapping:
+            log.warn("IPv6 router {router} refused to delete the pinhole {protocol} "
+                     "{port} (as miniupnpd before 2.3.8 does once a pinhole was renewed): "
+                     "shortened it to close in {lifetime} s instead", router=self.gateway.host,
+                     protocol=mapping.protocol, port=mapping.internal_port,
+                     lifetime=left.lifetime)
+            return left
+
+        def failed(_: Failure) -> Failure:
+            return failure  # the refusal is what the caller needs to hear
+
+        return shortened.addCallbacks(said, failed)
 
     def external_address(self) -> Deferred[ExternalAddress]:
         """P31: PCP has no address request; a mapping's answer carries the address.  Without

@@ -27,7 +27,7 @@ from .._errors import GatewayTimeout, ResultError, UnsupportedVersion
 from .._pcp.client import PCPClient
 from .._pcp.schedule import PCPSchedule
 from .._schedule import RetransmitSchedule
-from .._spec import Gateway
+from .._spec import Gateway, gateway_family
 from .._upnp.client import UPnPClient
 from .._upnp.ssdp import SSDP_PORT
 from .natpmp import NATPMPMapper
@@ -75,7 +75,7 @@ class _Shared:
         if isinstance(self.mapper, NATPMPMapper):
             return NATPMPMapper(self.mapper.client, schedule)
         if isinstance(self.mapper, PCPMapper):
-            return PCPMapper(self.mapper.client)
+            return PCPMapper(self.mapper.client, gateway=self.gateway)
         return self.mapper
 
 
@@ -209,6 +209,8 @@ def _worth_asking_again(reactor: Any, key: _Key, shared: _Shared) -> bool:
 
 async def _discover(reactor: Any, key: _Key, schedule: RetransmitSchedule) -> _Shared:
     gateway, methods = key
+    if gateway_family(gateway.host) == 6:
+        return _pcp6(reactor, gateway, methods)
     if methods == ("upnp",):
         return await _upnp(reactor, key, None)
     if "upnp" in methods and "pcp" not in methods and natpmp_verdict_until(
@@ -258,6 +260,22 @@ async def _discover(reactor: Any, key: _Key, schedule: RetransmitSchedule) -> _S
         return existing  # asked again, and it is still NAT-PMP only; or another user's
     natpmp = NATPMPClient(gateway.host, gateway.port, reactor, schedule)
     return _register(reactor, gateway, NATPMPMapper(natpmp), reactor.listenUDP(0, natpmp))
+
+
+def _pcp6(reactor: Any, gateway: Gateway, methods: Sequence[str]) -> _Shared:
+    """
+    An IPv6 gateway: PCP only, never NAT-PMP (P48) nor UPnP-IGD, and no probe (its first
+    request tells).  The client listens on this host's global address (P08).
+
+    @raise ValueError: when PCP is not allowed, or this host has no global IPv6 address
+        (L{txnatpmp.NoGlobalAddress}).
+    """
+    if "pcp" not in methods:
+        raise ValueError(f"{gateway.host} is an IPv6 gateway, and only PCP works over IPv6 "
+                         "(NAT-PMP and UPnP-IGD here are IPv4 only)")
+    client = PCPClient(gateway.host, gateway.port, reactor)
+    port = client.listen(reactor)
+    return _register(reactor, gateway, PCPMapper(client, gateway=gateway), port)
 
 
 async def _upnp(reactor: Any, key: _Key, silent: GatewayTimeout | None) -> _Shared:

@@ -53,6 +53,10 @@ _KNOWN_OPTIONS = frozenset({OPTION_PREFER_FAILURE, OPTION_FILTER})
 _MINIUPNPD_MIN_LIFETIME = 120
 
 
+#: What miniupnpd 2.3.1 keeps of a renewed IPv6 pinhole's nonce: nothing any request matches.
+_FORGOTTEN = b""
+
+
 class PCPServer:
     """
     Answers the PCP requests reaching a L{FakeGateway}, on its table, epoch and knobs
@@ -62,7 +66,11 @@ class PCPServer:
         (lab-pcp-upnp.md): a delete of a missing mapping gets NO_RESOURCES; a renewal with
         another nonce takes the mapping over; long errors carry lifetime 0; malformed requests
         get a version-0 reply; ANNOUNCE echoes the lifetime and options and skips the address
-        check; success responses echo every option; lifetimes are at least 120 s.
+        check; success responses echo every option; lifetimes are at least 120 s.  Over IPv6
+        (a client address with a colon) a MAP opens a pinhole, the client's own address and
+        internal port (P48), in both modes; with C{"miniupnpd"} a delete of a missing pinhole
+        succeeds, and a renewal forgets the pinhole's nonce, so that every later delete gets
+        NOT_AUTHORIZED (its nftables backend before 2.3.8).
     @ivar requests: Every well-formed PCP request received, in order.
     """
 
@@ -163,9 +171,10 @@ class PCPServer:
         key = (client, protocol, request.internal_port)
         existing = gateway._table.get(key)
         echoed = request.options if self._miniupnpd else ()
+        pinhole = ":" in client
         if request.lifetime == 0:
             if existing is None:
-                if self._miniupnpd:
+                if self._miniupnpd and not pinhole:
                     return error(NO_RESOURCES)
                 return answer(SUCCESS, 0, 0, request.external_address, echoed)
             if existing.nonce != request.nonce:
@@ -183,5 +192,9 @@ class PCPServer:
             client, MappingRequest(protocol, request.internal_port,  # type: ignore[arg-type]
                                    request.external_port, lifetime))
         gateway._table[key].nonce = request.nonce
-        return answer(SUCCESS, granted.lifetime, granted.external_port, gateway.external_address,
-                      echoed)
+        if not pinhole:
+            return answer(SUCCESS, granted.lifetime, granted.external_port,
+                          gateway.external_address, echoed)
+        if self._miniupnpd and existing is not None:
+            gateway._table[key].nonce = _FORGOTTEN
+        return answer(SUCCESS, granted.lifetime, request.internal_port, client, echoed)

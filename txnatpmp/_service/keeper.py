@@ -26,6 +26,13 @@ from .._schedule import RetryBackoff
 from .._spec import MappingSpec
 
 
+def endpoint(address: str | None, port: int) -> str:
+    """C{address:port}, C{[address]:port} for IPv6, C{?:port} for an address not known yet."""
+    if address is not None and ":" in address:
+        return f"[{address}]:{port}"
+    return f"{address or '?'}:{port}"
+
+
 class KeeperHost(Protocol):
     """What a keeper needs from its service."""
 
@@ -188,7 +195,8 @@ class MappingKeeper:
         self._settle(mapping)
 
     def _report(self, kind: EventKind, mapping: Mapping, previous: Mapping | None) -> None:
-        spec, where = self.spec, f"{self._host.external_address or '?'}:{mapping.external_port}"
+        spec, where = self.spec, endpoint(mapping.external_address or self._host.external_address,
+                                          mapping.external_port)
         fields = dict(spec=spec, where=where, lifetime=mapping.lifetime)
         if kind is EventKind.MAPPED:
             self.log.info("{spec.protocol} {spec.internal_port} is reachable at {where} for "

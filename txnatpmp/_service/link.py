@@ -17,6 +17,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from .._announce import Announcement, AnnouncementListener, listen_for_announcements
+from .._announce6 import listen_for_announcements6, pcp_announcement_listener6
 from .._errors import GatewayTimeout, ResultError
 from .._events import EventKind, MappingEvent
 from .._mapper.shared import (
@@ -30,7 +31,9 @@ from .._mapper.shared import (
 )
 from .._results import ExternalAddress
 from .._schedule import RetransmitSchedule, RetryBackoff
-from .._spec import Gateway, check_gateway
+from .._gateway6 import Router6
+from .._pcp.client import PCPClient
+from .._spec import SERVER_PORT, Gateway, check_gateway, check_gateway6
 from .._wire import ExternalAddressResponse, PCPAnnounce
 from .machine import Input, Machine, State
 
@@ -42,6 +45,8 @@ RECOVERY_JITTER = 5.0
 RECONSIDER_RETRY = 300.0
 
 Finder = Callable[[Any], "Deferred[str]"]
+#: How IPv6 announcements are listened for (a test puts an in-memory listener here).
+listen6 = listen_for_announcements6
 
 
 class Keepers(Protocol):
@@ -78,6 +83,7 @@ class GatewayLink:
         finder: Finder | None,
         keepers: Keepers,
         *,
+        family: int = 4,
         methods: Sequence[str],
         schedule: RetransmitSchedule,
         retry: RetryBackoff,
@@ -92,6 +98,7 @@ class GatewayLink:
         self._port = gateway.port if gateway is not None else None
         self._finder = finder
         self._keepers = keepers
+        self.family = family
         self.methods = tuple(methods)
         self.schedule = schedule
         self._retry = retry
@@ -186,10 +193,12 @@ class GatewayLink:
         said = (self.mapper.gateway, self.mapper.method)
         if said != self._said:  # once per gateway and protocol, not at every reconnection
             self._said = said
-            self.log.info("Gateway {gateway} speaks {method}", gateway=self.mapper.gateway.host,
-                          method=_NAMES[self.mapper.method])
+            self.log.info("{what} {gateway} speaks {method}", what=self._what(),
+                          gateway=self.mapper.gateway.host, method=_NAMES[self.mapper.method])
         self.gateway = self.mapper.gateway
         self.mapper.add_state_lost_observer(self._state_lost)
+        if isinstance(self.mapper.client, PCPClient) and self.family == 6:
+            self.mapper.client.add_source_observer(self._source_changed)
         self._listen_for_announcements()
         self._failures = 0
         self._arm_reconsider()
@@ -320,8 +329,9 @@ class GatewayLink:
 
     def _gateway_found(self, host: str) -> None:
         self._finding = None
+        check = check_gateway if self.family == 4 else check_gateway6
         try:
-            found = check_gateway(host, self._port if self._port is not None else 5351)
+            found = check(host, self._port if self._port is not None else SERVER_PORT)
         except ValueError as error:
             self._why = error
             self._machine.feed(Input.NOT_FOUND)
@@ -330,7 +340,7 @@ class GatewayLink:
             self._machine.feed(Input.FOUND_SAME)
             return
         if self.gateway is None:
-            self.log.info("Found gateway {gateway}", gateway=found.host)
+            self.log.info("Found {what} {gateway}", what=self._what().lower(), gateway=found.host)
         self._discover(found)
 
     def _discover(self, gateway: Gateway) -> None:
@@ -464,6 +474,9 @@ class GatewayLink:
     def _listen_for_announcements(self) -> None:
         if not self._announcements or self.gateway is None:
             return
+        if self.family == 6:
+            self._listen_for_announcements6()
+            return
         ports = self._announce_ports if self._announce_group else self._announce_ports[:1]
         for port in ports:
             listener = AnnouncementListener(self.gateway, self._announced)
@@ -475,6 +488,33 @@ class GatewayLink:
             except CannotListenError as error:
                 self.log.warn("Not listening for gateway announcements on port {port}: {error}",
                               port=port, error=error)
+
+    def _listen_for_announcements6(self) -> None:
+        """P34: the router's ANNOUNCEs to [ff02::1]:5350, from its link-local address."""
+        assert self.gateway is not None and self.mapper is not None
+        address, _, zone = self.gateway.host.partition("%")
+        router = Router6(address, zone, getattr(self.mapper.client, "scope_id", 0))
+        if not router.link_local:
+            self.log.info("Not listening for IPv6 announcements: they come from the router's "
+                          "link-local address, and {gateway} is not one", gateway=address)
+            return
+        listener = pcp_announcement_listener6(router, self._announced)
+        try:
+            self._listeners.append(listen6(listener, router, self._reactor,
+                                           self._announce_ports[0]))
+        except (OSError, ValueError) as error:
+            self.log.warn("Not listening for IPv6 announcements on port {port}: {error}",
+                          port=self._announce_ports[0], error=error)
+
+    def _source_changed(self, old: str, new: str) -> None:
+        """P08: this host's global address changed; pinholes belong to an address, so each is
+        made again for the new one now (the old ones cannot be deleted from it and lapse)."""
+        self.log.warn("This host's IPv6 address changed from {old} to {new}: opening {count} "
+                      "pinholes for the new one", old=old, new=new, count=self._keepers.count())
+        self.external_address = new
+        self._keepers.tell(MappingEvent(EventKind.ADDRESS_CHANGED, external_address=new))
+        if self.state is State.CONNECTED:
+            self._keepers.refresh_all()
 
     def _announced(self, announcement: Announcement) -> None:
         """R20-R23, P34, P43: check the epoch, follow the address, take it as news from the
@@ -531,10 +571,15 @@ class GatewayLink:
         mapper, self.mapper = self.mapper, None
         if mapper is not None:
             mapper.remove_state_lost_observer(self._state_lost)
+            if isinstance(mapper.client, PCPClient) and self.family == 6:
+                mapper.client.remove_source_observer(self._source_changed)
             release_mapper(self._reactor, mapper)
 
     def _host(self) -> str:
         return self.gateway.host if self.gateway is not None else "?"
+
+    def _what(self) -> str:
+        return "Gateway" if self.family == 4 else "IPv6 router"
 
 
 _NAMES = {"natpmp": "NAT-PMP", "pcp": "PCP", "upnp": "UPnP-IGD"}

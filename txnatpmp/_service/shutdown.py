@@ -37,10 +37,11 @@ async def delete_all(
     mapper: Mapper,
     clock: Any,
     budget: float,
-    removed: Callable[[MappingKeeper], None],
+    removed: Callable[[MappingKeeper, object], None],
 ) -> None:
     """
-    Delete each keeper's mapping, calling C{removed(keeper)} for each confirmed delete.
+    Delete each keeper's mapping, calling C{removed(keeper, answer)} for each confirmed delete
+    (C{answer} is what the mapper's delete fired with).
     """
     waiting = list(keepers)
     started = clock.seconds()
@@ -77,7 +78,7 @@ async def delete_all(
         lost = []
         for keeper, (ok, outcome) in zip(waiting, outcomes):
             if ok:
-                removed(keeper)
+                removed(keeper, outcome)
             elif isinstance(outcome, Failure) and isinstance(
                     outcome.value, (GatewayTimeout, CancelledError)):
                 lost.append(keeper)  # lost under loss, perhaps: again in the next round
