@@ -182,7 +182,7 @@ async def test_address_on_a_pcp_gateway_asks_natpmp_first(
     out, err, code = await natpmp("address", "-g", where, "--json")
     assert code == 0, err
     assert json.loads(out) | {"epoch": 0} == {"address": "80.100.100.1", "method": "natpmp",
-                                              "epoch": 0}
+                                              "epoch": 0, "family": 4}
     assert kinds(fake) == ["announce", "address"]
     assert natpmp.kept() == []
 

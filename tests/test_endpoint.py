@@ -10,7 +10,12 @@ from typing import Iterator
 import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor
-from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, serverFromString
+from twisted.internet.endpoints import (
+    TCP4ClientEndpoint,
+    TCP4ServerEndpoint,
+    TCP6ServerEndpoint,
+    serverFromString,
+)
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.protocol import Factory, Protocol
 
@@ -75,6 +80,23 @@ def test_method_keyword_chooses_the_methods() -> None:
     assert endpoint.inner._interface == "127.0.0.1"  # type: ignore[attr-defined]
     with pytest.raises(ValueError, match="methods must be"):
         NATPMPServerEndpoint(reactor, TCP4ServerEndpoint(reactor, 0), methods="igd")
+
+
+def test_family_keyword_chooses_the_families_and_an_ipv6_listener() -> None:
+    assert parse("natpmp:8080").families == (4,)
+    assert isinstance(parse("natpmp:8080").inner, TCP4ServerEndpoint)
+    for description in ("natpmp:8080:family=46", "natpmp:8080:family=6"):
+        endpoint = parse(description)
+        assert isinstance(endpoint.inner, TCP6ServerEndpoint)
+        assert endpoint.inner._interface == "::"  # type: ignore[attr-defined]
+    assert parse("natpmp:8080:family=46").families == (4, 6)
+    endpoint = parse(r"natpmp:8080:family=46:gateway6=fe80\:\:1%eth0")
+    assert endpoint._service_options["gateway6"] == "fe80::1%eth0"
+    for bad, message in [("natpmp:8080:family=5", "family must be 4, 6 or 46"),
+                         ("natpmp:8080:family=", "family must be 4, 6 or 46"),
+                         (r"natpmp:8080:family=6:gateway6=fe80\:\:1", "needs its interface")]:
+        with pytest.raises(ValueError, match=message):
+            serverFromString(reactor, bad)
 
 
 def test_parser_object_is_the_plugin() -> None:

@@ -6,7 +6,11 @@ router, each a FakeGateway.  Tests are named after shared/rfc6887-client.md.
 
 from __future__ import annotations
 
+import json
+import os
 import random
+import shutil
+import tempfile
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
@@ -20,6 +24,7 @@ from txnatpmp._mapper.shared import mappers_in_use
 from txnatpmp._pcp.wire import AnnounceRequest, MapRequest
 from txnatpmp._spec import check_families, parse_gateway
 from txnatpmp._wire import MappingRequest
+from txnatpmp.endpoints import NATPMPListeningPort
 from txnatpmp.testing import FakeGateway, MemoryNetwork, gateway_rig
 
 GATEWAY = "198.51.100.1"
@@ -192,11 +197,24 @@ class BothFamilies(FamiliesTestCase):
         self.run_for(120)
         self.assertEqual(self.pinholes(), [])
 
+    def test_P48_the_endpoints_port_tells_both_public_addresses(self) -> None:
+        first, = self.start("tcp:8080")
+        self.successResultOf(first)
+        listening = NATPMPListeningPort(None, self.service,  # type: ignore[arg-type]
+                                        self.service.specs[0])
+        self.assertEqual(listening.public_addresses, [("80.100.100.1", 8080), (GUA, 8080)])
+        self.assertEqual((listening.public_address, listening.public_port),
+                         ("80.100.100.1", 8080))
+        self.router.online = False  # the pinhole lapses: only the IPv4 mapping is left
+        self.run_for(3 * 7200)
+        self.assertEqual(listening.public_addresses, [("80.100.100.1", 8080)])
+
     def test_the_status_file_lists_both_families(self) -> None:
-        path = self.mktemp()
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory)
+        path = os.path.join(directory, "status.json")
         self.service = self.make_service(status_file=path)
         self.start("tcp:8080")
-        import json
         with open(path) as written:
             status = json.load(written)
         self.assertEqual([(m["family"], m["external_address"]) for m in status["mappings"]],

@@ -62,6 +62,15 @@ def test_gateway_lifetime_and_status_file() -> None:
         (["-m", "tcp:\uff18\uff10"], "from 1 to 65535"),
         (["-m", "tcp:1", "-l", "\u0663"], "lifetime"),
         (["-m", "tcp:1", "-g", "198.51.100.1:\u0665\u0663\u0665\u0661"], "gateway port"),
+        (["-m", "tcp:1", "--family", "5"], "family must be 4, 6 or 46"),
+        (["-m", "tcp:1", "--family", ""], "family must be 4, 6 or 46"),
+        (["-m", "tcp:1", "--family", "6", "--method", "natpmp"], "needs PCP"),
+        (["-m", "tcp:1", "-g", "fe80::1%eth0"], "is IPv6, but --family is 4"),
+        (["-m", "tcp:1", "--family", "6", "-g", "198.51.100.1"], "is IPv4, but --family is 6"),
+        (["-m", "tcp:1", "--family", "6", "-g", "fe80::1"], "needs its interface"),
+        (["-m", "tcp:1", "-g", "198.51.100.1", "-g", "198.51.100.2"], "given twice for IPv4"),
+        (["-m", "tcp:1", "--stop-timeout", "0"], "--stop-timeout must be a positive"),
+        (["-m", "tcp:1", "--stop-timeout", "soon"], "--stop-timeout must be a positive"),
     ],
 )
 def test_usage_errors(argv: list[str], message: str) -> None:
@@ -115,9 +124,24 @@ def test_method_option_reaches_the_service(argv: list[str], methods: tuple[str, 
     assert service.methods == methods
 
 
+def test_family_gateways_and_stop_timeout_reach_the_service() -> None:
+    """twist natpmp --family 46 with both gateways: an IPv4 mapping and an IPv6 pinhole each."""
+    top = makeService(parse("-m", "tcp:60010", "--family", "46", "-g", "198.51.100.1",
+                            "-g", "fe80::1%eth0", "--stop-timeout", "4.5"))
+    [service] = [s for s in top if isinstance(s, MappingService)]
+    assert service.families == (4, 6)
+    assert (service.gateway_for(4), service.gateway_for(6)) == ("198.51.100.1", "fe80::1%eth0")
+    assert service.stop_timeout == 4.5
+    only6 = makeService(parse("-m", "tcp:60010", "--family", "6", "-g", "fe80::1%eth0"))
+    [service] = [s for s in only6 if isinstance(s, MappingService)]
+    assert (service.families, service.gateway) == ((6,), "fe80::1%eth0")
+    assert parse("-m", "tcp:1")["families"] == (4,)
+
+
 def test_synopsis_lists_every_option() -> None:
     synopsis = Options.synopsis
-    for option in ("--map", "--gateway", "--lifetime", "--status-file", "--method"):
+    for option in ("--map", "--gateway", "--lifetime", "--status-file", "--method", "--family",
+                   "--stop-timeout"):
         assert option in synopsis
 
 

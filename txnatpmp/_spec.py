@@ -92,6 +92,13 @@ def check_gateway6(host: str, port: int = SERVER_PORT) -> Gateway:
     return Gateway(f"{ip}%{zone}" if ip.is_link_local else str(ip), port)
 
 
+def address_port(address: str | None, port: int) -> str:
+    """C{address:port}, C{[address]:port} for IPv6, C{?:port} for an address not known yet."""
+    if address is not None and ":" in address:
+        return f"[{address}]:{port}"
+    return f"{address or '?'}:{port}"
+
+
 def gateway_family(host: str) -> int:
     """4 or 6: the address family of a gateway's address (C{fe80::1%eth0} is 6)."""
     return 6 if ":" in host else 4
@@ -192,6 +199,20 @@ def _gateway_port(port_text: str, text: str) -> int:
     if not is_ascii_number(port_text):
         raise ValueError(f"gateway port in {text!r} must be a number, not {port_text!r}")
     return int(port_text)
+
+
+def parse_seconds(text: str, what: str = "seconds") -> float:
+    """
+    A positive number of seconds in ASCII digits (C{10}, C{2.5}, C{.5}).
+
+    @raise ValueError: naming C{what} and quoting C{text}.
+    """
+    body = text.strip()
+    whole, dot, fraction = body.partition(".")
+    if (not (whole or fraction) or (whole and not is_ascii_number(whole))
+            or (fraction and not is_ascii_number(fraction)) or not float(body) > 0):
+        raise ValueError(f"{what} must be a positive number of seconds, not {text!r}")
+    return float(body)
 
 
 def parse_lifetime(text: str | int) -> int:

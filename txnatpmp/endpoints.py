@@ -4,13 +4,14 @@ The C{natpmp:} server endpoint: listen locally and map the port on the gateway.
     twist web --listen natpmp:8080 --path .
     twist web --listen natpmp:8080:external=80:lifetime=3600 --path .
     twist web --listen natpmp:8080:method=natpmp --path .   (method=auto|pcp|natpmp|upnp)
+    twist web --listen natpmp:8080:family=46 --path .   (an IPv4 mapping and an IPv6 pinhole)
     twist web --listen natpmp:tcp\\:8080\\:interface=198.51.100.10 ...   (any inner endpoint)
 
 or from Python::
 
     endpoint = NATPMPServerEndpoint(reactor, TCP4ServerEndpoint(reactor, 8080))
     port = await endpoint.listen(factory)
-    print(port.public_address, port.public_port)
+    print(port.public_address, port.public_port, port.public_addresses)
 """
 
 from __future__ import annotations
@@ -18,7 +19,12 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.endpoints import TCP4ServerEndpoint, quoteStringArgument, serverFromString
+from twisted.internet.endpoints import (
+    TCP4ServerEndpoint,
+    TCP6ServerEndpoint,
+    quoteStringArgument,
+    serverFromString,
+)
 from twisted.internet.interfaces import (
     IListeningPort,
     IProtocolFactory,
@@ -37,6 +43,7 @@ from ._spec import (
     SERVER_PORT,
     Gateway,
     MappingSpec,
+    check_families,
     is_ascii_number,
     parse_gateway,
     parse_lifetime,
@@ -61,14 +68,27 @@ class NATPMPListeningPort(HeldMapping):
 
     @property
     def public_address(self) -> str | None:
-        """The gateway's external address."""
+        """The public address (the first family's: the gateway's external IPv4 address, or
+        for IPv6 only this host's global address)."""
         return self.external_address
 
     @property
     def public_port(self) -> int | None:
-        """The external port mapped to this one."""
+        """The external port mapped to this one (the first family's)."""
         mapping = self.mapping
         return mapping.external_port if mapping else None
+
+    @property
+    def public_addresses(self) -> list[tuple[str, int]]:
+        """C{(address, port)} where the world reaches this port, one per family that has its
+        mapping now: the IPv4 mapping's, then the IPv6 pinhole's."""
+        found = []
+        for mapping in self.service.mappings_for(self.spec):
+            address = mapping.external_address or self.service.external_address_for(
+                mapping.family)
+            if address:
+                found.append((address, mapping.external_port))
+        return found
 
     def startListening(self) -> None:
         self.port.startListening()
@@ -105,15 +125,19 @@ class NATPMPServerEndpoint:
         gateway: str | None = None,
         gateway_port: int = SERVER_PORT,
         methods: Sequence[str] | str = "auto",
+        families: int | str | Sequence[int] = (4,),
         **service_options: Any,
     ) -> None:
         """
-        @param methods: C{"auto"} (PCP where the gateway speaks it, else NAT-PMP), or some of
-            C{"pcp"}, C{"natpmp"}.
-        @raise ValueError: for a bad lifetime or methods, before anything is sent.
+        @param methods: C{"auto"} (PCP where the gateway speaks it, else NAT-PMP, else
+            UPnP-IGD), or some of C{"pcp"}, C{"natpmp"}, C{"upnp"}.
+        @param families: C{4}, C{6} (an IPv6 pinhole, through PCP) or C{(4, 6)}: both.  The
+            inner endpoint must listen on the families asked for.
+        @raise ValueError: for a bad lifetime, methods or families, before anything is sent.
         """
         self._reactor = reactor
         self.methods = check_methods(methods)
+        self.families = check_families(families)
         self.inner = inner
         self.external_port = external_port
         self.lifetime = parse_lifetime(lifetime)
@@ -129,7 +153,8 @@ class NATPMPServerEndpoint:
         spec = MappingSpec("tcp", port.getHost().port, self.external_port)  # type: ignore[attr-defined]
         where = Gateway(self.gateway, self.gateway_port) if self.gateway is not None else None
         service, firsts = keeping([spec], where, self._reactor, lifetime=self.lifetime,
-                                  methods=self.methods, **self._service_options)
+                                  methods=self.methods, families=self.families,
+                                  **self._service_options)
         try:
             await start_holding(service, firsts)
         except BaseException:
@@ -157,9 +182,11 @@ def _port_option(name: str, text: str, lowest: int = 1) -> int:
 class NATPMPServerParser:
     """
     Parses C{natpmp:PORT[:interface=ADDRESS][:external=PORT][:lifetime=SECONDS]
-    [:gateway=ADDRESS[\\:PORT]][:method=auto|pcp|natpmp|upnp]}, or C{natpmp:INNER...} with any inner
-    server endpoint description (C{natpmp:tcp:8080:interface=...}); the natpmp options are taken
-    out and the rest goes to the inner endpoint.
+    [:gateway=ADDRESS[\\:PORT]][:gateway6=ADDRESS][:method=auto|pcp|natpmp|upnp]
+    [:family=4|6|46]}, or C{natpmp:INNER...} with any inner server endpoint description
+    (C{natpmp:tcp:8080:interface=...}); the natpmp options are taken out and the rest goes to
+    the inner endpoint.  With C{family=6} or C{46}, C{natpmp:PORT} listens on C{::} (IPv6, and
+    IPv4 too where the system maps it, as Linux does by default).
     """
 
     prefix = "natpmp"
@@ -187,12 +214,29 @@ class NATPMPServerParser:
                 options["methods"] = check_methods(kwargs.pop("method"))
             except ValueError as error:
                 raise ValueError(f"natpmp endpoint: {error}") from None
+        families: tuple[int, ...] = (4,)
+        if "family" in kwargs:
+            try:
+                families = options["families"] = check_families(kwargs.pop("family"))
+            except ValueError as error:
+                raise ValueError(f"natpmp endpoint: {error}") from None
+        if "gateway6" in kwargs:
+            try:
+                options["gateway6"] = parse_gateway(kwargs.pop("gateway6")).host
+            except ValueError as error:
+                raise ValueError(f"natpmp endpoint: {error}") from None
         if not args or not args[0]:
             raise ValueError("natpmp endpoint needs a port: natpmp:8080")
         if len(args) == 1 and is_ascii_number(args[0]):
-            inner: IStreamServerEndpoint = TCP4ServerEndpoint(  # type: ignore[no-untyped-call]
-                reactor, _port_option("port", args[0], 0), interface=kwargs.pop("interface", "")
-            )
+            port = _port_option("port", args[0], 0)
+            interface = kwargs.pop("interface", "")
+            inner: IStreamServerEndpoint
+            if 6 in families:
+                inner = TCP6ServerEndpoint(  # type: ignore[no-untyped-call]
+                    reactor, port, interface=interface or "::")
+            else:
+                inner = TCP4ServerEndpoint(  # type: ignore[no-untyped-call]
+                    reactor, port, interface=interface)
             if kwargs:
                 raise ValueError(f"natpmp endpoint: unknown options {sorted(kwargs)}")
         else:

@@ -18,6 +18,7 @@ from twisted.python.failure import Failure
 
 from .._errors import GatewayNotFound, GatewayTimeout, NATPMPError
 from .._reactor import global_reactor
+from .._source import NoGlobalAddress
 from ._child import CannotRun
 from ._commands import COMMANDS, Context
 from ._output import Output, Stream, ensure_standard_fds, quiet_about
@@ -65,7 +66,8 @@ def outcome_of(failure: Failure, write: Callable[[str], object]) -> int:
         write(f"natpmp: {error}\n")
         return error.status
     if isinstance(error, GatewayNotFound):
-        write(f"natpmp: {failure.getErrorMessage()}; give the gateway with -g ADDRESS\n")
+        write(f"natpmp: {failure.getErrorMessage()}; give the gateway with -g ADDRESS"
+              + (" (the IPv6 router: -g fe80::1%IFACE)" if "IPv6" in str(error) else "") + "\n")
         return GATEWAY_ERROR
     if isinstance(error, GatewayTimeout):
         write(f"natpmp: {failure.getErrorMessage()}; is NAT-PMP (or PCP) enabled on the router, "
@@ -73,6 +75,10 @@ def outcome_of(failure: Failure, write: Callable[[str], object]) -> int:
         return GATEWAY_ERROR
     if isinstance(error, NATPMPError):
         write(f"natpmp: {failure.getErrorMessage()}\n")
+        return GATEWAY_ERROR
+    if isinstance(error, NoGlobalAddress):
+        write(f"natpmp: {failure.getErrorMessage()}, and an IPv6 pinhole is opened for one "
+              "(--family 4 maps IPv4 only)\n")
         return GATEWAY_ERROR
     if isinstance(error, ValueError):
         write(f"natpmp: {failure.getErrorMessage()}\n")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 from argparse import Namespace
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, AsyncIterator, Callable, Coroutine
 
 from attrs import evolve, frozen
@@ -31,7 +31,10 @@ from .._pcp.schedule import PCPSchedule
 from .._results import ExternalAddress, Mapping
 from .._schedule import RetransmitSchedule
 from .._service import MappingService
-from .._spec import Gateway, MappingSpec
+from .._service.service import find_router6
+from .._source import global_address_toward
+from .._pcp.client import PCPClient
+from .._spec import Gateway, MappingSpec, check_gateway6, gateway_family
 from ._child import Child, free_port, local_address_towards, resolve, shell_command
 from ._nonces import NonceStore, StoredMapping
 from ._output import EventReport, Output, mapping_fields, mapping_line, method_name
@@ -56,6 +59,24 @@ async def gateway_of(ctx: Context) -> Gateway:
     if ctx.args.gateway is not None:
         return Gateway(*ctx.args.gateway)
     return Gateway(await ctx.stop.race(find_gateway(ctx.reactor)))
+
+
+async def router_of(ctx: Context) -> Gateway:
+    """The IPv6 router from C{-g}, or the default IPv6 route's (with its interface)."""
+    if getattr(ctx.args, "gateway6", None) is not None:
+        return Gateway(*ctx.args.gateway6)
+    return check_gateway6(await ctx.stop.race(find_router6(ctx.reactor)))
+
+
+async def gateways_of(ctx: Context) -> dict[int, Gateway]:
+    """Each C{--family}'s gateway: the IPv4 gateway, the IPv6 router."""
+    return {family: await (gateway_of(ctx) if family == 4 else router_of(ctx))
+            for family in ctx.args.family}
+
+
+def methods_for(args: Namespace, family: int) -> tuple[str, ...]:
+    """The methods to use on C{family}'s gateway: PCP only over IPv6 (P48)."""
+    return methods_of(args) if family == 4 else ("pcp",)
 
 
 def schedule_of(args: Namespace) -> RetransmitSchedule:
@@ -103,6 +124,25 @@ ADDRESS_MAP_LIFETIME = 60
 
 
 async def address(ctx: Context) -> int:
+    for family in ctx.args.family:
+        await (address4(ctx) if family == 4 else address6(ctx))
+    return 0
+
+
+async def address6(ctx: Context) -> None:
+    """
+    IPv6 has no NAT: the public address is this host's own global address toward the router
+    (the one its pinholes are for, P08).  Nothing is sent.
+    """
+    router = await router_of(ctx)
+    own = global_address_toward(PCPClient(router.host, router.port, ctx.reactor).destination)
+    text = own
+    if ctx.args.verbose:
+        text += f" (IPv6: this host's own global address toward {router.host}; no NAT)"
+    ctx.out.say(text, address=own, family=6, method=None)
+
+
+async def address4(ctx: Context) -> None:
     gateway = await gateway_of(ctx)
     async with mapper_for(ctx, gateway, methods_of(ctx.args)) as mapper:
         if mapper.method == "natpmp":
@@ -112,8 +152,7 @@ async def address(ctx: Context) -> int:
     text = public.address
     if ctx.args.verbose:
         text += f" (gateway up {public.epoch} s, asked through {method_name(method)})"
-    ctx.out.say(text, address=public.address, epoch=public.epoch, method=method)
-    return 0
+    ctx.out.say(text, address=public.address, epoch=public.epoch, method=method, family=4)
 
 
 async def pcp_address(ctx: Context, gateway: Gateway,
@@ -155,39 +194,52 @@ async def short_map_address(ctx: Context, mapper: Mapper) -> ExternalAddress:
 
 async def map_once(ctx: Context) -> int:
     """
-    Create each mapping, print it and keep what a later C{natpmp unmap} needs (the PCP nonce).
-    A stop deletes every mapping asked for so far (the one in flight too: the gateway may have
-    made it without the answer arriving).
+    Create each mapping (on each C{--family}: an IPv4 mapping, an IPv6 pinhole), print it and
+    keep what a later C{natpmp unmap} needs (the PCP nonce).  A stop deletes every mapping asked
+    for so far (the one in flight too: the gateway may have made it without the answer
+    arriving).
     """
-    gateway = await gateway_of(ctx)
+    gateways = await gateways_of(ctx)
+    specs = with_free_ports(ctx.args.specs)  # one local port, whichever the family
     store = NonceStore()
-    async with mapper_for(ctx, gateway, methods_of(ctx.args)) as mapper:
-        asked: list[MappingSpec] = []
-        made: dict[tuple[str, int], Mapping] = {}
+    async with AsyncExitStack() as mappers:
+        lanes = [(gateway, await mappers.enter_async_context(
+                      mapper_for(ctx, gateway, methods_for(ctx.args, family))))
+                 for family, gateway in gateways.items()]
+        asked: list[tuple[Gateway, Mapper, MappingSpec]] = []
+        made: dict[tuple[Gateway, tuple[str, int]], Mapping] = {}
         try:
-            public: str | None = None
-            if not mapper.reports_address:
-                public = (await ctx.stop.race(mapper.external_address())).address
-            for spec in with_free_ports(ctx.args.specs):
-                asked.append(spec)
-                within = schedule_of(ctx.args).total if mapper.method == "pcp" else None
-                m = await ctx.stop.race(mapper.map(spec, ctx.args.lifetime, within=within))
-                made[spec.key] = m
-                keep(store, gateway, m)
-                shown = m.external_address or public
-                ctx.out.say(mapping_line(m, shown),
-                            **{**mapping_fields(m), "external_address": shown})
+            for gateway, mapper in lanes:
+                public: str | None = None
+                if not mapper.reports_address:
+                    public = (await ctx.stop.race(mapper.external_address())).address
+                for spec in specs:
+                    asked.append((gateway, mapper, spec))
+                    within = schedule_of(ctx.args).total if mapper.method == "pcp" else None
+                    m = await ctx.stop.race(mapper.map(spec, ctx.args.lifetime, within=within))
+                    made[gateway, spec.key] = m
+                    keep(store, gateway, m)
+                    shown = m.external_address or public
+                    ctx.out.say(mapping_line(m, shown),
+                                **{**mapping_fields(m), "external_address": shown,
+                                   "family": m.family})
         except Interrupted:
-            deletes = [mapper.delete(s, made.get(s.key)) for s in asked]
+            deletes = [mapper.delete(s, made.get((gateway, s.key)))
+                       for gateway, mapper, s in asked]
             if await ctx.stop.bounded(gatherResults(deletes, consumeErrors=True)):
-                for s in asked:
+                for gateway, mapper, s in asked:
                     forget(store, gateway, s)
                     ctx.out.say(f"deleted {s.protocol}:{s.internal_port} "
-                                f"({method_name(mapper.method)})",
+                                f"({method_name(mapper.method)}{ipv6_note(gateway)})",
                                 deleted=s.internal_port, protocol=s.protocol,
-                                method=mapper.method)
+                                method=mapper.method, family=gateway_family(gateway.host))
             raise
     return 0
+
+
+def ipv6_note(gateway: Gateway) -> str:
+    """C{", IPv6"} after the method's name for what an IPv6 router did."""
+    return ", IPv6" if gateway_family(gateway.host) == 6 else ""
 
 
 def keep(store: NonceStore, gateway: Gateway, mapping: Mapping) -> None:
@@ -212,20 +264,25 @@ def forget(store: NonceStore, gateway: Gateway, spec: MappingSpec) -> None:
 
 async def unmap(ctx: Context) -> int:
     """
-    Delete each mapping with the method (and for PCP the nonce) that made it, as kept by
-    C{natpmp map}; a mapping nothing is kept for, with the gateway's method: NAT-PMP deletes
-    it, PCP cannot (it refuses deletes without the nonce), which is said, and exit 1.
+    Delete each mapping (on each C{--family}) with the method (and for PCP the nonce) that
+    made it, as kept by C{natpmp map}; a mapping nothing is kept for, with the gateway's
+    method: NAT-PMP deletes it, PCP cannot (it refuses deletes without the nonce), which is
+    said, and exit 1.
     """
-    gateway = await gateway_of(ctx)
     store = NonceStore()
-    methods = methods_of(ctx.args)
-    if ctx.args.all is not None:
-        return await unmap_all(ctx, gateway, store, methods)
     problems: list[str] = []
-    for spec in ctx.args.specs:
-        problem = await unmap_one(ctx, gateway, store, methods, spec)
-        if problem is not None:
-            problems.append(problem)
+    for family, gateway in (await gateways_of(ctx)).items():
+        methods = methods_for(ctx.args, family)
+        if ctx.args.all is not None:
+            try:
+                await unmap_all(ctx, gateway, store, methods)
+            except CannotDelete as error:
+                problems.append(str(error))
+            continue
+        for spec in ctx.args.specs:
+            problem = await unmap_one(ctx, gateway, store, methods, spec)
+            if problem is not None:
+                problems.append(problem)
     if problems:
         raise CannotDelete("\nnatpmp: ".join(problems))
     return 0
@@ -266,8 +323,9 @@ async def unmap_one(ctx: Context, gateway: Gateway, store: NonceStore,
                             lifetime=left.lifetime, method="pcp")
                 return None
     forget(store, gateway, spec)
-    ctx.out.say(f"deleted {name} ({method_name(mapper.method)})", deleted=spec.internal_port,
-                protocol=spec.protocol, method=mapper.method)
+    ctx.out.say(f"deleted {name} ({method_name(mapper.method)}{ipv6_note(gateway)})",
+                deleted=spec.internal_port, protocol=spec.protocol, method=mapper.method,
+                family=gateway_family(gateway.host))
     return None
 
 
@@ -309,13 +367,15 @@ async def unmap_all(ctx: Context, gateway: Gateway, store: NonceStore,
 
 # Held mappings (hold, run)
 
-def start_keeping(ctx: Context, gateway: Gateway, specs: list[MappingSpec],
+def start_keeping(ctx: Context, gateways: dict[int, Gateway], specs: list[MappingSpec],
                   observer: Callable[[MappingEvent], object],
                   ) -> tuple[MappingService, list[Deferred[Mapping]]]:
-    """A started L{MappingService} keeping C{specs}, and each spec's first result."""
-    service, firsts = keeping(specs, gateway, ctx.reactor, observer=observer,
+    """A started L{MappingService} keeping C{specs} on each family's gateway, and each spec's
+    first result (once every family has its mapping)."""
+    service, firsts = keeping(specs, gateways.get(4), ctx.reactor, observer=observer,
                               lifetime=ctx.args.lifetime, schedule=schedule_of(ctx.args),
-                              methods=methods_of(ctx.args))
+                              methods=methods_of(ctx.args), families=ctx.args.family,
+                              gateway6=gateways.get(6))
     service.startService()
     return service, firsts
 
@@ -326,8 +386,8 @@ async def stop_keeping(ctx: Context, service: MappingService) -> None:
 
 
 async def hold(ctx: Context) -> int:
-    gateway = await gateway_of(ctx)
-    service, firsts = start_keeping(ctx, gateway, with_free_ports(ctx.args.specs),
+    gateways = await gateways_of(ctx)
+    service, firsts = start_keeping(ctx, gateways, with_free_ports(ctx.args.specs),
                                     EventReport(ctx.out))
     for first in firsts:
         first.addErrback(lambda _: None)  # failures are reported through events
@@ -349,15 +409,15 @@ async def run(ctx: Context) -> int:
     args = ctx.args
     program = shell_command(args.program) if args.shell else list(args.program)
     executable = resolve(program[0])  # before anything is sent: 127 or 126 as shells
-    gateway = await gateway_of(ctx)
-    service, firsts = start_keeping(ctx, gateway, with_free_ports(args.specs),
+    gateways = await gateways_of(ctx)
+    specs = with_free_ports(args.specs)
+    service, firsts = start_keeping(ctx, gateways, specs,
                                     EventReport(ctx.out, first_failures_said_elsewhere=True))
     try:
         mappings = [await ctx.stop.race(first) for first in firsts]
         if ctx.stop.asked:  # a signal the reactor has not handled yet: start nothing
             raise Interrupted(ctx.stop.exit_status - 128)  # type: ignore[operator]
-        endpoints = Endpoints.of(mappings[0], local_address_towards(gateway.host),
-                                 service.external_address or "0.0.0.0")
+        endpoints = endpoints_of(service, mappings[0], gateways)
         argv = [substitute(a, endpoints) for a in program]
         child = Child(ctx.reactor, args.grace)
         child.start(executable, argv, {**os.environ, **endpoints.environment()})
@@ -368,6 +428,23 @@ async def run(ctx: Context) -> int:
             first.addErrback(lambda _: None)
         await stop_keeping(ctx, service)
     return status
+
+
+def endpoints_of(service: MappingService, mapping: Mapping,
+                 gateways: dict[int, Gateway]) -> Endpoints:
+    """What C{%p %h %P %H} and the C{NATPMP_*} variables say of C{mapping} (the first spec's,
+    on the first family), and with C{--family 46} of its IPv6 pinhole, in
+    C{NATPMP_PUBLIC_ADDRESS6} and C{NATPMP_PUBLIC_PORT6}."""
+    first = service.families[0]
+    spec = MappingSpec(mapping.protocol, mapping.internal_port)
+    public = service.external_address_for(first) or "0.0.0.0"
+    local = local_address_towards(gateways[4].host) if first == 4 else public
+    endpoints = Endpoints.of(mapping, local, public)
+    pinhole = service.mapping_for(spec, 6) if first == 4 and 6 in service.families else None
+    if pinhole is not None:
+        endpoints = evolve(endpoints, public6=(service.external_address_for(6) or "",
+                                               pinhole.external_port))
+    return endpoints
 
 
 COMMANDS: dict[str, Callable[[Context], Coroutine[Any, Any, int]]] = {

@@ -14,7 +14,7 @@ from attrs import asdict
 
 from .._events import EventKind, MappingEvent
 from .._results import Mapping
-from .._spec import MappingSpec
+from .._spec import MappingSpec, address_port
 
 
 def ensure_standard_fds() -> None:
@@ -83,9 +83,11 @@ def method_name(method: str) -> str:
 
 
 def mapping_line(mapping: Mapping, address: str | None) -> str:
-    """The one way a mapping is written: C{tcp:8080 -> 203.0.113.7:8080 for 7200 s (PCP)}."""
-    return (f"{mapping.protocol}:{mapping.internal_port} -> {address or '?'}:"
-            f"{mapping.external_port} for {mapping.lifetime} s ({method_name(mapping.method)})")
+    """The one way a mapping is written: C{tcp:8080 -> 203.0.113.7:8080 for 7200 s (PCP)}, an
+    IPv6 pinhole C{tcp:8080 -> [2001:db8::10]:8080 for 7200 s (PCP)}."""
+    return (f"{mapping.protocol}:{mapping.internal_port} -> "
+            f"{address_port(address, mapping.external_port)} for {mapping.lifetime} s "
+            f"({method_name(mapping.method)})")
 
 
 def spec_name(spec: MappingSpec | None) -> str:
@@ -117,17 +119,18 @@ class EventReport:
         """
         self._out = out
         self._quiet_first_failures = first_failures_said_elsewhere
-        self._held: set[tuple[str, int]] = set()
-        self._lost: set[tuple[str, int]] = set()
+        self._held: set[tuple[int, tuple[str, int]]] = set()  # (family, spec key)
+        self._lost: set[tuple[int, tuple[str, int]]] = set()
 
     def __call__(self, event: MappingEvent) -> None:
         kind, m, spec = event.kind, event.mapping, event.spec
-        key = spec.key if spec is not None else None
+        key = (event.family, spec.key) if spec is not None else None
         shown = kind.value
+        six = event.family == 6
         if kind is EventKind.FAILED and self._quiet_first_failures and key not in self._held:
             return
         if kind is EventKind.STATE_LOST:
-            self._lost = set(self._held)
+            self._lost = {held for held in self._held if held[0] == event.family}
         elif key is not None and kind in (EventKind.MAPPED, EventKind.RENEWED,
                                           EventKind.RECREATED, EventKind.PORT_CHANGED):
             if key in self._lost and kind is not EventKind.PORT_CHANGED:
@@ -137,23 +140,30 @@ class EventReport:
         elif key is not None and kind is EventKind.REMOVED:
             self._held.discard(key)
             self._lost.discard(key)
-        line = mapping_line(m, event.external_address) if m is not None else ""
+        line = mapping_line(m, m.external_address or event.external_address) if m else ""
         previous = event.previous
+        name = spec_name(spec) + (" (IPv6)" if six else "")
         texts = {
             "mapped": line,
             "renewed": f"renewed {line}",
             "re-created": f"re-created {line}",
             "port changed": f"moved {line}",
-            "expired": f"expired {spec_name(spec)}"
-                       + (f" (was -> {event.external_address or '?'}:{previous.external_port})"
-                          if previous is not None else "") + ": re-creating it",
-            "address changed": f"external address is now {event.external_address}",
-            "gateway lost state": "the gateway lost its mappings (rebooted?): re-creating them",
-            "mapping failed": f"{spec_name(spec)}: {event.error}",
+            "expired": f"expired {name}"
+                       + (" (was -> " + address_port(
+                           previous.external_address or event.external_address,
+                           previous.external_port) + ")" if previous is not None else "")
+                       + ": re-creating it",
+            "address changed": (f"this host's IPv6 address is now {event.external_address}"
+                                if six else f"external address is now {event.external_address}"),
+            "gateway lost state": ("the IPv6 router lost its pinholes (rebooted?): re-opening them"
+                                   if six else
+                                   "the gateway lost its mappings (rebooted?): re-creating them"),
+            "mapping failed": f"{name}: {event.error}",
             "removed": f"deleted {spec_name(spec)}"
-                       + (f" ({method_name(previous.method)})" if previous is not None else ""),
+                       + (f" ({method_name(previous.method)}{', IPv6' if six else ''})"
+                          if previous is not None else (" (IPv6)" if six else "")),
         }
-        data = {"event": shown, "spec": str(spec) if spec else None,
+        data = {"event": shown, "family": event.family, "spec": str(spec) if spec else None,
                 "external_address": event.external_address,
                 "mapping": mapping_fields(m) if m else None,
                 "error": str(event.error) if event.error else None}

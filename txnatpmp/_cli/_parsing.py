@@ -10,11 +10,20 @@ from __future__ import annotations
 
 import argparse
 import re
-from typing import NoReturn, Sequence
+from typing import Any, NoReturn, Sequence
 
 from .. import __version__
-from .._spec import DEFAULT_LIFETIME, MappingSpec, is_ascii_number, parse_gateway, parse_lifetime
-from .._spec import parse_spec
+from .._spec import (
+    DEFAULT_LIFETIME,
+    Gateway,
+    MappingSpec,
+    check_families,
+    gateway_family,
+    is_ascii_number,
+    parse_gateway,
+    parse_lifetime,
+    parse_spec,
+)
 
 EXAMPLES = """\
 examples:
@@ -94,11 +103,46 @@ class _Parser(argparse.ArgumentParser):
     subcommands: dict[str, argparse.ArgumentParser]
 
 
-def _gateway(text: str) -> tuple[str, int]:
+def _gateway(text: str) -> Gateway:
     try:
         return parse_gateway(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+
+
+class _GatewayAction(argparse.Action):
+    """C{-g ADDRESS}, once per family: an IPv4 gateway goes to C{gateway}, an IPv6 router
+    (C{fe80::1%eth0}) to C{gateway6}."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        gateway: Gateway = values
+        name = "gateway6" if gateway_family(gateway.host) == 6 else "gateway"
+        if getattr(namespace, name, None) is not None:
+            parser.error(f"-g given twice for IPv{gateway_family(gateway.host)}: "
+                         f"{getattr(namespace, name).host} and {gateway.host}")
+        setattr(namespace, name, gateway)
+
+
+def _family(text: str) -> tuple[int, ...]:
+    try:
+        return check_families(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def check_family_options(args: argparse.Namespace) -> str | None:
+    """What is wrong with C{--family}, C{-g} and C{--method} together, if anything."""
+    families = args.family
+    for name, family in (("gateway", 4), ("gateway6", 6)):
+        given = getattr(args, name, None)
+        if given is not None and family not in families:
+            return (f"-g {given.host} is an IPv{family} gateway, but --family is "
+                    f"{''.join(map(str, families))} (--family {family} or 46)")
+    if 6 in families and args.method not in ("auto", "pcp"):
+        return (f"--family {''.join(map(str, families))} needs PCP: IPv6 pinholes are made "
+                f"with PCP only, not --method {args.method}")
+    return None
 
 
 def _lifetime(text: str) -> int:
@@ -125,8 +169,14 @@ def _attempts(text: str) -> int:
 def _talking_options() -> argparse.ArgumentParser:
     """Options of every subcommand that talks to a gateway."""
     options = argparse.ArgumentParser(add_help=False)
-    options.add_argument("-g", "--gateway", type=_gateway, metavar="ADDRESS[:PORT]",
-                         help="the gateway (default: the default route's gateway)")
+    options.add_argument("-g", "--gateway", type=_gateway, action=_GatewayAction,
+                         metavar="ADDRESS[:PORT]",
+                         help="the gateway (default: the default route's gateway); with "
+                              "--family 6 or 46 the IPv6 router (fe80::1%%eth0) may be given "
+                              "too, with a second -g")
+    options.add_argument("--family", type=_family, default=(4,), metavar="4|6|46",
+                         help="4: an IPv4 mapping (the default); 6: an IPv6 pinhole in the "
+                              "router's firewall (PCP); 46: both")
     options.add_argument("--attempts", type=_attempts, default=9, metavar="N",
                          help="transmissions before giving up on a silent gateway "
                               "(default 9, about 128 s, as RFC 6886 says)")
@@ -274,6 +324,9 @@ def parse_arguments(argv: Sequence[str]) -> argparse.Namespace:
                                          old_form=args.command == "map")
         except ValueError as error:
             sub.error(str(error))
+    problem = check_family_options(args) if hasattr(args, "family") else None
+    if problem is not None:
+        sub.error(problem)
     args.form = "natpmp"
     return args
 
@@ -296,7 +349,9 @@ def _older_parser() -> _OlderParser:
     parser.add_argument("-u", "--udp", action="store_true")
     parser.add_argument("-l", "--lifetime", metavar="SECONDS")
     parser.add_argument("--ttl", metavar="SECONDS")
-    parser.add_argument("-g", "--gateway", type=_gateway, metavar="ADDRESS[:PORT]")
+    parser.add_argument("-g", "--gateway", type=_gateway, action=_GatewayAction,
+                        metavar="ADDRESS[:PORT]")
+    parser.add_argument("--family", type=_family, default=(4,))
     parser.add_argument("-t", "--type", dest="protocol", metavar="tcp|udp")
     parser.add_argument("-p", "--port", dest="private", metavar="PORT")
     parser.add_argument("-P", "--public-port", dest="public", metavar="PUBPORT")
@@ -333,10 +388,14 @@ def parse_older_form(argv: Sequence[str]) -> argparse.Namespace:
     gem = any(getattr(given, name) is not None for name in ("ttl", "protocol", "private",
                                                                "public"))
     args = argparse.Namespace(gateway=given.gateway, attempts=given.attempts, json=given.json,
-                              method=given.method,
+                              method=given.method, family=given.family,
+                              gateway6=getattr(given, "gateway6", None),
                               verbose=given.verbose, program=[], shell=False,
                               grace=DEFAULT_GRACE, duration=None, all=None)
     try:
+        problem = check_family_options(args)
+        if problem is not None:
+            raise ValueError(problem)
         if given.lifetime is not None and given.ttl is not None:
             raise ValueError("give the lifetime once: -l or --ttl")
         lifetime_text = given.ttl if given.ttl is not None else given.lifetime

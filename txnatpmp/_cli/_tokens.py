@@ -19,6 +19,8 @@ class Endpoints:
     local_port: int
     public_address: str
     public_port: int
+    #: With C{--family 46}: the IPv6 pinhole's address and port, beside the IPv4 mapping.
+    public6: tuple[str, int] | None = None
 
     @classmethod
     def of(cls, mapping: Mapping, local_address: str, public_address: str) -> Endpoints:
@@ -35,12 +37,16 @@ class Endpoints:
 
     def environment(self) -> dict[str, str]:
         """The same values as environment variables for the command."""
-        return {
+        variables = {
             "NATPMP_LOCAL_PORT": str(self.local_port),
             "NATPMP_LOCAL_ADDRESS": self.local_address,
             "NATPMP_PUBLIC_PORT": str(self.public_port),
             "NATPMP_PUBLIC_ADDRESS": self.public_address,
         }
+        if self.public6 is not None:
+            variables["NATPMP_PUBLIC_ADDRESS6"], port6 = self.public6
+            variables["NATPMP_PUBLIC_PORT6"] = str(port6)
+        return variables
 
 
 def substitute(argument: str, endpoints: Endpoints) -> str:

@@ -23,14 +23,7 @@ from .._mapper.shared import Mapper
 from .._events import EventKind, MappingEvent
 from .._results import Mapping
 from .._schedule import RetryBackoff
-from .._spec import MappingSpec
-
-
-def endpoint(address: str | None, port: int) -> str:
-    """C{address:port}, C{[address]:port} for IPv6, C{?:port} for an address not known yet."""
-    if address is not None and ":" in address:
-        return f"[{address}]:{port}"
-    return f"{address or '?'}:{port}"
+from .._spec import MappingSpec, address_port
 
 
 class KeeperHost(Protocol):
@@ -195,8 +188,9 @@ class MappingKeeper:
         self._settle(mapping)
 
     def _report(self, kind: EventKind, mapping: Mapping, previous: Mapping | None) -> None:
-        spec, where = self.spec, endpoint(mapping.external_address or self._host.external_address,
-                                          mapping.external_port)
+        spec = self.spec
+        where = address_port(mapping.external_address or self._host.external_address,
+                             mapping.external_port)
         fields = dict(spec=spec, where=where, lifetime=mapping.lifetime)
         if kind is EventKind.MAPPED:
             self.log.info("{spec.protocol} {spec.internal_port} is reachable at {where} for "
