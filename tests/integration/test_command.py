@@ -347,3 +347,24 @@ def test_method_natpmp_still_maps_and_unmaps(lab: Lab, versions: None) -> None:
         result.stderr
     assert lab.mappings() == []
     assert counted_by_version(lab)["pcp"] == 0
+
+
+@pytest.mark.parametrize("command", ["hold", "map", "run", "address"])
+def test_family_6_without_ipv6_says_so_and_sends_nothing(lab: Lab, command: str) -> None:
+    """This lab has no IPv6 step: no default IPv6 route, no global address.  Exit 1, one line
+    naming what is missing, before any request (a run's command never starts)."""
+    lab.count_requests()
+    spec = ["tcp:60310"] + (["--", "touch", str(Path(lab.workdir) / "ran")]
+                            if command == "run" else [])
+    if command == "address":
+        spec = []
+    found = natpmp(lab, command, "--family", "6", *spec)
+    assert (found.returncode, found.stdout) == (1, ""), found.stderr
+    assert "no default IPv6 route" in found.stderr and "-g fe80::1%IFACE" in found.stderr
+    router = f"fe80::1%{lab.veth['client']}"
+    given = natpmp(lab, command, "--family", "46", "-g", router, *spec)
+    assert (given.returncode, given.stdout) == (1, ""), given.stderr
+    assert "no global IPv6 address" in given.stderr, given.stderr
+    assert "Traceback" not in found.stderr + given.stderr
+    assert lab.requests_counted() == 0 and lab.mappings() == []
+    assert not (Path(lab.workdir) / "ran").exists()

@@ -77,7 +77,7 @@ def outcome_of(failure: Failure, write: Callable[[str], object]) -> int:
         write(f"natpmp: {failure.getErrorMessage()}\n")
         return GATEWAY_ERROR
     if isinstance(error, NoGlobalAddress):
-        write(f"natpmp: {failure.getErrorMessage()}, and an IPv6 pinhole is opened for one "
+        write(f"natpmp: {failure.getErrorMessage()} to open a pinhole for "
               "(--family 4 maps IPv4 only)\n")
         return GATEWAY_ERROR
     if isinstance(error, ValueError):

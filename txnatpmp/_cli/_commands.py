@@ -62,10 +62,18 @@ async def gateway_of(ctx: Context) -> Gateway:
 
 
 async def router_of(ctx: Context) -> Gateway:
-    """The IPv6 router from C{-g}, or the default IPv6 route's (with its interface)."""
+    """
+    The IPv6 router from C{-g}, or the default IPv6 route's (with its interface), once this
+    host is known to have a global address to open pinholes for (P08).
+
+    @raise NoGlobalAddress: before anything is sent, when it has none.
+    """
     if getattr(ctx.args, "gateway6", None) is not None:
-        return Gateway(*ctx.args.gateway6)
-    return check_gateway6(await ctx.stop.race(find_router6(ctx.reactor)))
+        router = Gateway(*ctx.args.gateway6)
+    else:
+        router = check_gateway6(await ctx.stop.race(find_router6(ctx.reactor)))
+    PCPClient(router.host, router.port, ctx.reactor).bind_address()
+    return router
 
 
 async def gateways_of(ctx: Context) -> dict[int, Gateway]:
@@ -124,17 +132,17 @@ ADDRESS_MAP_LIFETIME = 60
 
 
 async def address(ctx: Context) -> int:
-    for family in ctx.args.family:
-        await (address4(ctx) if family == 4 else address6(ctx))
+    gateways = await gateways_of(ctx)  # each family's, before anything is asked
+    for family, gateway in gateways.items():
+        await (address4(ctx, gateway) if family == 4 else address6(ctx, gateway))
     return 0
 
 
-async def address6(ctx: Context) -> None:
+async def address6(ctx: Context, router: Gateway) -> None:
     """
     IPv6 has no NAT: the public address is this host's own global address toward the router
     (the one its pinholes are for, P08).  Nothing is sent.
     """
-    router = await router_of(ctx)
     own = global_address_toward(PCPClient(router.host, router.port, ctx.reactor).destination)
     text = own
     if ctx.args.verbose:
@@ -142,8 +150,7 @@ async def address6(ctx: Context) -> None:
     ctx.out.say(text, address=own, family=6, method=None)
 
 
-async def address4(ctx: Context) -> None:
-    gateway = await gateway_of(ctx)
+async def address4(ctx: Context, gateway: Gateway) -> None:
     async with mapper_for(ctx, gateway, methods_of(ctx.args)) as mapper:
         if mapper.method == "natpmp":
             public, method = await ctx.stop.race(mapper.external_address()), "natpmp"
