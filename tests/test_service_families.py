@@ -268,6 +268,10 @@ class IPv6Only(FamiliesTestCase):
             self.clock.advance(1)  # until the first renewal finds it
             self.assertLess(self.clock.seconds(), 7200)
         self.clock.advance(0)  # at once, not each at its own renewal time
+        assert self.router.pcp is not None
+        from_new = [r.internal_port for r in self.router.pcp.requests
+                    if isinstance(r, MapRequest) and r.client_address == NEW_GUA]
+        self.assertEqual(sorted(from_new), [5353, 8080])  # each once
         self.assertEqual(sorted(m.external_address for m in self.service.mappings),
                          [NEW_GUA, NEW_GUA])
         self.assertIn(("tcp", 8080, NEW_GUA), self.pinholes())

@@ -498,6 +498,11 @@ class GatewayLink:
             self.log.info("Not listening for IPv6 announcements: they come from the router's "
                           "link-local address, and {gateway} is not one", gateway=address)
             return
+        if listen6 is listen_for_announcements6 and not hasattr(self._reactor,
+                                                                 "adoptDatagramPort"):
+            self.log.info("Not listening for IPv6 announcements: this reactor cannot adopt a "
+                          "socket")
+            return
         listener = pcp_announcement_listener6(router, self._announced)
         try:
             self._listeners.append(listen6(listener, router, self._reactor,
@@ -513,6 +518,11 @@ class GatewayLink:
                       "pinholes for the new one", old=old, new=new, count=self._keepers.count())
         self.external_address = new
         self._keepers.tell(MappingEvent(EventKind.ADDRESS_CHANGED, external_address=new))
+        # Once the renewal that noticed it is under way (it goes from the new address), so
+        # that it is not sent twice.
+        self._reactor.callLater(0, self._refresh_if_connected)
+
+    def _refresh_if_connected(self) -> None:
         if self.state is State.CONNECTED:
             self._keepers.refresh_all()
 
