@@ -70,7 +70,8 @@ class PCPServer:
         (a client address with a colon) a MAP opens a pinhole, the client's own address and
         internal port (P48), in both modes; with C{"miniupnpd"} a delete of a missing pinhole
         succeeds, and a renewal forgets the pinhole's nonce, so that every later delete gets
-        NOT_AUTHORIZED (its nftables backend before 2.3.8).
+        NOT_AUTHORIZED (its nftables backend before 2.3.8); a MAP with another nonce for an
+        existing pinhole takes it over, answering the suggested port (0 if none).
     @ivar requests: Every well-formed PCP request received, in order.
     """
 
@@ -195,6 +196,9 @@ class PCPServer:
         if not pinhole:
             return answer(SUCCESS, granted.lifetime, granted.external_port,
                           gateway.external_address, echoed)
+        port = request.internal_port
         if self._miniupnpd and existing is not None:
             gateway._table[key].nonce = _FORGOTTEN
-        return answer(SUCCESS, granted.lifetime, request.internal_port, client, echoed)
+            if existing.nonce != request.nonce:  # another's pinhole: the suggestion echoed
+                port = request.external_port
+        return answer(SUCCESS, granted.lifetime, port, client, echoed)
