@@ -226,6 +226,7 @@ class PCPClient(DatagramProtocol):
         self._last_source: str | None = None
         self._listener: tuple[IReactorUDP, IListeningPort] | None = None
         self._rebinding = False
+        self._lookup_failing = False
 
     def __repr__(self) -> str:
         return f"<PCPClient for {self.server}>"
@@ -271,6 +272,9 @@ class PCPClient(DatagramProtocol):
             self._no_new_mappings = None
         nonce = self._nonces.setdefault(key, secrets.token_bytes(12))
         self._lifetimes[key] = lifetime
+        if self.family == 6 and not external_port:
+            # A pinhole's port is the internal port (P48); miniupnpd echoes a suggested 0.
+            external_port = internal_port
         template = MapRequest(nonce, PROTOCOL_NUMBERS[key[0]], internal_port, external_port,
                               unspecified_address(self.server.host), lifetime, _PLACEHOLDER)
         return self._submit("create", template, schedule)
@@ -411,9 +415,15 @@ class PCPClient(DatagramProtocol):
             else:
                 new = self.source_address
         except (OSError, ValueError) as error:
-            self.log.info("Could not look up the address toward {server}: {error}",
-                          server=self.server.host, error=error)
+            if not self._lookup_failing:  # said once until it works again
+                self._lookup_failing = True
+                self.log.warn("Could not look up this host's address toward {server}: {error}",
+                              server=self.server.host, error=error)
             return None
+        if self._lookup_failing:
+            self._lookup_failing = False
+            self.log.info("This host has an address toward {server} again: {address}",
+                          server=self.server.host, address=new)
         if new == old:
             return None
         self.log.info("The address toward {server} changed from {old} to {new}",
@@ -711,10 +721,15 @@ class PCPClient(DatagramProtocol):
 
     def _mapping(self, response: MapResponse) -> Mapping:
         protocol = PROTOCOL_NAMES[response.protocol]
+        external_port = response.external_port
+        if self.family == 6 and not external_port and response.lifetime:
+            # A pinhole is the internal port (P48); miniupnpd 2.3.1 answers a MAP for a pinhole
+            # that exists already (another nonce's) with the suggested port, 0 if none.
+            external_port = response.internal_port
         return Mapping(
             protocol,  # type: ignore[arg-type]
             response.internal_port,
-            response.external_port,
+            external_port,
             min(response.lifetime, MAX_REPORTED_LIFETIME),
             response.epoch,
             method="pcp",

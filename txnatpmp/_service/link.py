@@ -43,6 +43,8 @@ NO_ADDRESS = "0.0.0.0"
 RECOVERY_JITTER = 5.0
 #: After a failed "does it speak PCP now?" probe, wait this long before the next (P43).
 RECONSIDER_RETRY = 300.0
+#: How often an IPv6 link looks whether this host's global address changed (P08).
+SOURCE_CHECK_EVERY = 30.0
 
 Finder = Callable[[Any], "Deferred[str]"]
 #: How IPv6 announcements are listened for (a test puts an in-memory listener here).
@@ -116,6 +118,7 @@ class GatewayLink:
         self._found: Mapper | None = None
         self._reconsidering: Deferred[Mapper] | None = None
         self._reconsider_timer: IDelayedCall | None = None
+        self._source_timer: IDelayedCall | None = None
         self._probe: Deferred[Any] | None = None
         self._address_request: Deferred[ExternalAddress] | None = None
         self._failures = 0
@@ -193,12 +196,19 @@ class GatewayLink:
         said = (self.mapper.gateway, self.mapper.method)
         if said != self._said:  # once per gateway and protocol, not at every reconnection
             self._said = said
-            self.log.info("{what} {gateway} speaks {method}", what=self._what(),
-                          gateway=self.mapper.gateway.host, method=_NAMES[self.mapper.method])
+            if len(self.methods) > 1:  # discovery found it out
+                self.log.info("{what} {gateway} speaks {method}", what=self._what(),
+                              gateway=self.mapper.gateway.host,
+                              method=_NAMES[self.mapper.method])
+            else:  # the one method allowed: nothing is known until it answers
+                self.log.info("Talking {method} to {what} {gateway}",
+                              what=self._what().lower(), gateway=self.mapper.gateway.host,
+                              method=_NAMES[self.mapper.method])
         self.gateway = self.mapper.gateway
         self.mapper.add_state_lost_observer(self._state_lost)
         if isinstance(self.mapper.client, PCPClient) and self.family == 6:
             self.mapper.client.add_source_observer(self._source_changed)
+            self._watch_source()
         self._listen_for_announcements()
         self._failures = 0
         self._arm_reconsider()
@@ -522,6 +532,19 @@ class GatewayLink:
         # that it is not sent twice.
         self._reactor.callLater(0, self._refresh_if_connected)
 
+    def _watch_source(self) -> None:
+        """P08: look at this host's global address every L{SOURCE_CHECK_EVERY} seconds (no
+        packet is sent), so that pinholes follow a new one within that, not at their next
+        renewal."""
+        self._source_timer = self._reactor.callLater(SOURCE_CHECK_EVERY, self._check_source)
+
+    def _check_source(self) -> None:
+        self._source_timer = None
+        mapper = self.mapper
+        if mapper is not None and isinstance(mapper.client, PCPClient):
+            mapper.client.check_source()
+            self._watch_source()
+
     def _refresh_if_connected(self) -> None:
         if self.state is State.CONNECTED:
             self._keepers.refresh_all()
@@ -574,6 +597,9 @@ class GatewayLink:
 
     def _close(self) -> None:
         self._cancel_address_request()
+        if self._source_timer is not None and self._source_timer.active():
+            self._source_timer.cancel()
+        self._source_timer = None
         for listener in self._listeners:
             listener.stopListening()
         self._listeners.clear()
