@@ -23,7 +23,8 @@ class EventKind(Enum):
     ADDRESS_CHANGED = "address changed"  #: the external address changed (C{external_address})
     STATE_LOST = "gateway lost state"  #: the gateway rebooted; mappings are being re-created
     FAILED = "mapping failed"  #: a request for C{spec} failed with C{error}; it will be retried
-    REMOVED = "removed"  #: C{spec}'s mapping was deleted from the gateway
+    REMOVED = "removed"  #: C{spec}'s mapping was deleted (or let go: C{mapping} is what the
+    #: gateway keeps a while, a busy PCP mapping or a pinhole it would only shorten)
 
 
 @frozen
@@ -32,7 +33,8 @@ class MappingEvent:
     Something that happened to the service's mappings.
 
     @ivar spec: The mapping concerned, or C{None} for gateway-wide events.
-    @ivar mapping: The mapping as now granted (MAPPED, RENEWED, PORT_CHANGED).
+    @ivar mapping: The mapping as now granted (MAPPED, RENEWED, PORT_CHANGED); for REMOVED,
+        what the gateway still keeps, if anything.
     @ivar previous: The mapping before (RENEWED, PORT_CHANGED, REMOVED).
     @ivar external_address: The gateway's external address when known.
     @ivar error: What went wrong (FAILED).

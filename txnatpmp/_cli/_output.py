@@ -159,9 +159,12 @@ class EventReport:
                                    if six else
                                    "the gateway lost its mappings (rebooted?): re-creating them"),
             "mapping failed": f"{name}: {event.error}",
-            "removed": f"deleted {spec_name(spec)}"
+            "removed": (f"let go of {spec_name(spec)}"
+                        if m is not None and m.lifetime > 0 else f"deleted {spec_name(spec)}")
                        + (f" ({method_name(previous.method)}{', IPv6' if six else ''})"
-                          if previous is not None else (" (IPv6)" if six else "")),
+                          if previous is not None else (" (IPv6)" if six else ""))
+                       + (f": the gateway keeps it {m.lifetime} s more"
+                          if m is not None and m.lifetime > 0 else ""),
         }
         data = {"event": shown, "family": event.family, "spec": str(spec) if spec else None,
                 "external_address": event.external_address,

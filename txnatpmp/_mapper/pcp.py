@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 from typing import Any, Callable
+from weakref import WeakSet
 
 from attrs import evolve
 from twisted.internet.defer import Deferred, succeed
@@ -34,6 +35,8 @@ DELETE_MAX_WAIT = 1.0
 WINDOW = 8
 
 log = Logger(namespace="txnatpmp._mapper")
+#: The clients whose router was found refusing to delete renewed pinholes (said once each).
+_refusing: WeakSet[PCPClient] = WeakSet()
 
 
 @implementer(IPortMapper)
@@ -92,13 +95,22 @@ class PCPMapper:
         return self.client.renew(mapping, lifetime, schedule=self._schedule(within))
 
     def delete(self, spec: MappingSpec, mapping: Mapping | None = None,
-               within: float | None = None) -> Deferred[Any]:
+               within: float | None = None, *,
+               schedule: PCPSchedule | None = None) -> Deferred[Any]:
+        """
+        Delete with the mapping's nonce (P29).  A renewed IPv6 pinhole whose delete the router
+        refuses is shortened instead (L{_shorten_refused}); the result is then the mapping as
+        shortened.
+
+        @param schedule: Retransmissions instead of the service's delete schedule.
+        """
         if mapping is None or mapping.method != "pcp" or mapping.nonce is None:
             nonce = self.client.nonce_for(spec.protocol, spec.internal_port)
             if nonce is None:
                 return succeed(None)  # never asked for through PCP: nothing to delete here
             mapping = Mapping(spec.protocol, spec.internal_port, 0, 0, 0, "pcp", nonce=nonce)
-        schedule = self._schedule(within, DELETE_GIVE_UP_AFTER, DELETE_FIRST_WAIT)
+        if schedule is None:
+            schedule = self._schedule(within, DELETE_GIVE_UP_AFTER, DELETE_FIRST_WAIT)
         deleted = self.client.unmap_port(mapping, schedule=schedule)
         if self.client.family == 6 and mapping.external_port:
             deleted.addErrback(self._shorten_refused, mapping, schedule)
@@ -118,11 +130,12 @@ class PCPMapper:
         shortened = self.client.renew(mapping, 1, schedule=schedule)
 
         def said(left: Mapping) -> Mapping:
-            log.warn("IPv6 router {router} refused to delete the pinhole {protocol} "
-                     "{port} (as miniupnpd before 2.3.8 does once a pinhole was renewed): "
-                     "shortened it to close in {lifetime} s instead", router=self.gateway.host,
-                     protocol=mapping.protocol, port=mapping.internal_port,
-                     lifetime=left.lifetime)
+            if self.client not in _refusing:  # said once per router; each pinhole's end is
+                _refusing.add(self.client)    # the caller's to tell
+                log.warn("IPv6 router {router} refuses to delete renewed pinholes (as "
+                         "miniupnpd before 2.3.8 does): shortening each to its shortest "
+                         "lifetime ({lifetime} s) instead", router=self.gateway.host,
+                         lifetime=left.lifetime)
             return left
 
         def failed(_: Failure) -> Failure:

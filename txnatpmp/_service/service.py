@@ -345,8 +345,9 @@ class MappingService(Service):
         mapper = lane.mapper
         held = [k for k in kept if k.mapping is not None or (answering and k.unsettled)]
         if mapper is not None:
+            which = f" (IPv{lane.family})" if len(self._lanes) > 1 else ""
             await delete_all(held, mapper, self.clock, self.stop_timeout,
-                             lambda keeper, left: self._removed(lane, keeper, left))
+                             lambda keeper, left: self._removed(lane, keeper, left), which)
         for keeper in kept:
             keeper.stop()
             keeper.fail_waiting(CancelledError("the service stopped"))
@@ -367,15 +368,16 @@ class MappingService(Service):
         L{txnatpmp._mapper.pcp.PCPMapper} could only shorten)."""
         previous = keeper.forget()
         family = f" (IPv{lane.family})" if len(self._lanes) > 1 else ""
-        if isinstance(left, Mapping) and left.lifetime > 0:
+        kept = left if isinstance(left, Mapping) and left.lifetime > 0 else None
+        if kept is not None:
             self.log.info("Let go of {spec.protocol} {spec.internal_port}{family}: the gateway "
                           "keeps it {lifetime} s more", spec=keeper.spec, family=family,
-                          lifetime=left.lifetime)
+                          lifetime=kept.lifetime)
         else:
             self.log.info("Removed {spec.protocol} {spec.internal_port}{family}",
                           spec=keeper.spec, family=family)
-        lane.tell(MappingEvent(EventKind.REMOVED, keeper.spec, previous=previous,
-                               external_address=lane.external_address))
+        lane.tell(MappingEvent(EventKind.REMOVED, keeper.spec, kept, previous,
+                               lane.external_address))
 
     # What the lanes ask
 

@@ -38,10 +38,12 @@ async def delete_all(
     clock: Any,
     budget: float,
     removed: Callable[[MappingKeeper, object], None],
+    which: str = "",
 ) -> None:
     """
     Delete each keeper's mapping, calling C{removed(keeper, answer)} for each confirmed delete
-    (C{answer} is what the mapper's delete fired with).
+    (C{answer} is what the mapper's delete fired with).  C{which} says whose they are in the
+    log (C{" (IPv6)"}).
     """
     waiting = list(keepers)
     started = clock.seconds()
@@ -89,8 +91,9 @@ async def delete_all(
     if waiting:
         why = "the gateway does not answer" if gone else \
             f"the {budget:g} s allowed for stopping ran out"
-        log.warn("Gave up deleting {count} mappings ({why}): they expire by their lifetime",
-                 count=len(waiting), why=why)
+        log.warn("Gave up deleting {count} {mappings}{which} ({why}): they expire by their "
+                 "lifetime", count=len(waiting), why=why, which=which,
+                 mappings="mapping" if len(waiting) == 1 else "mappings")
 
 
 def _within(request: Deferred[Any], seconds: float, clock: Any) -> Deferred[Any]:
