@@ -120,7 +120,8 @@ def check_families(families: int | str | Sequence[int]) -> tuple[int, ...]:
     elif isinstance(families, int):
         chosen = (4, 6) if families == 46 else (families,)
     elif isinstance(families, str):
-        chosen = tuple(int(c) if c in "46" else c for c in families.strip())
+        text = families.strip()
+        chosen = {"4": (4,), "6": (6,), "46": (4, 6)}.get(text, (text,))
     else:
         chosen = tuple(families)
     if (not chosen or len(set(chosen)) != len(chosen)

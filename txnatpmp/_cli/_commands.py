@@ -20,11 +20,12 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
 from .._client import NATPMPClient
-from .._errors import NATPMPError
+from .._errors import NATPMPError, ResultError
 from .._events import MappingEvent
 from .._gateway import find_gateway
 from .._hold import keeping
 from .._mapper.natpmp import NATPMPMapper
+from .._mapper.pcp import PCPMapper
 from .._mapper.upnp import UPnPMapper
 from .._mapper.shared import Mapper, acquire_mapper, check_methods, release_mapper
 from .._pcp.schedule import PCPSchedule
@@ -223,7 +224,9 @@ async def map_once(ctx: Context) -> int:
                 for spec in specs:
                     asked.append((gateway, mapper, spec))
                     within = schedule_of(ctx.args).total if mapper.method == "pcp" else None
-                    m = await ctx.stop.race(mapper.map(spec, ctx.args.lifetime, within=within))
+                    m = await ctx.stop.race(mapper.map(
+                        spec, ctx.args.lifetime, previous=made_before(store, gateway, mapper, spec),
+                        within=within))
                     made[gateway, spec.key] = m
                     keep(store, gateway, m)
                     shown = m.external_address or public
@@ -231,17 +234,42 @@ async def map_once(ctx: Context) -> int:
                                 **{**mapping_fields(m), "external_address": shown,
                                    "family": m.family})
         except Interrupted:
-            deletes = [mapper.delete(s, made.get((gateway, s.key)))
+            # Each delete said (and forgotten) as it is confirmed: one family's may be, while
+            # the other's gateway does not answer within the clean-up budget.
+            deletes = [mapper.delete(s, made.get((gateway, s.key))).addCallback(
+                           deleted_after_stop, ctx, store, gateway, mapper, s)
                        for gateway, mapper, s in asked]
-            if await ctx.stop.bounded(gatherResults(deletes, consumeErrors=True)):
-                for gateway, mapper, s in asked:
-                    forget(store, gateway, s)
-                    ctx.out.say(f"deleted {s.protocol}:{s.internal_port} "
-                                f"({method_name(mapper.method)}{ipv6_note(gateway)})",
-                                deleted=s.internal_port, protocol=s.protocol,
-                                method=mapper.method, family=gateway_family(gateway.host))
+            await ctx.stop.bounded(gatherResults(deletes, consumeErrors=True))
             raise
     return 0
+
+
+def deleted_after_stop(left: object, ctx: Context, store: NonceStore, gateway: Gateway,
+                       mapper: Mapper, spec: MappingSpec) -> None:
+    name = f"{spec.protocol}:{spec.internal_port} ({method_name(mapper.method)}" \
+           f"{ipv6_note(gateway)})"
+    family = gateway_family(gateway.host)
+    if isinstance(left, Mapping) and left.lifetime > 0:  # a pinhole only shortened
+        keep(store, gateway, left)
+        ctx.out.say(f"{name}: the gateway keeps it {left.lifetime} s more",
+                    kept=spec.internal_port, protocol=spec.protocol, lifetime=left.lifetime,
+                    method=mapper.method, family=family)
+        return
+    forget(store, gateway, spec)
+    ctx.out.say(f"deleted {name}", deleted=spec.internal_port, protocol=spec.protocol,
+                method=mapper.method, family=family)
+
+
+def made_before(store: NonceStore, gateway: Gateway, mapper: Mapper,
+                spec: MappingSpec) -> Mapping | None:
+    """A live PCP mapping an earlier C{natpmp map} made for C{spec}: mapping it again is then
+    a renewal with its nonce (P22), so that its nonce stays the one that deletes it."""
+    stored = store.get(gateway, spec.protocol, spec.internal_port)
+    if stored is None or stored.method != "pcp" or mapper.method != "pcp" or not stored.nonce:
+        return None
+    if spec.external_port and spec.external_port != stored.external_port:
+        return None  # another external port asked for: a new mapping
+    return stored.mapping()
 
 
 def ipv6_note(gateway: Gateway) -> str:
@@ -287,7 +315,11 @@ async def unmap(ctx: Context) -> int:
                 problems.append(str(error))
             continue
         for spec in ctx.args.specs:
-            problem = await unmap_one(ctx, gateway, store, methods, spec)
+            try:
+                problem = await unmap_one(ctx, gateway, store, methods, spec)
+            except ResultError as error:  # a refusal: said, and the other specs still deleted
+                problem = (f"{spec.protocol}:{spec.internal_port}"
+                           f"{' (IPv6)' if family == 6 else ''}: {error}")
             if problem is not None:
                 problems.append(problem)
     if problems:
@@ -321,13 +353,18 @@ async def unmap_one(ctx: Context, gateway: Gateway, store: NonceStore,
                     "mapping can only be deleted by the program that made it (PCP refuses "
                     "deletes without its nonce); it lasts until its lifetime runs out")
         else:
-            left = await ctx.stop.race(mapper.client.unmap_port(
-                stored.mapping(), schedule=pcp_schedule(ctx.args)))
-            if left.lifetime > 0:  # the server keeps a busy mapping alive (RFC 6887 15)
+            # Through the mapper: a renewed IPv6 pinhole miniupnpd refuses to delete is
+            # shortened instead.
+            assert isinstance(mapper, PCPMapper)
+            left = await ctx.stop.race(mapper.delete(spec, stored.mapping(),
+                                                     schedule=pcp_schedule(ctx.args)))
+            if isinstance(left, Mapping) and left.lifetime > 0:  # a busy mapping (RFC 6887
+                # section 15) or a shortened pinhole: it lasts a while yet
                 keep(store, gateway, evolve(left, nonce=stored.nonce))
-                ctx.out.say(f"{name}: the gateway keeps it {left.lifetime} s more "
-                            "(it is in use)", kept=spec.internal_port, protocol=spec.protocol,
-                            lifetime=left.lifetime, method="pcp")
+                ctx.out.say(f"{name}: the gateway keeps it {left.lifetime} s more",
+                            kept=spec.internal_port, protocol=spec.protocol,
+                            lifetime=left.lifetime, method="pcp",
+                            family=gateway_family(gateway.host))
                 return None
     forget(store, gateway, spec)
     ctx.out.say(f"deleted {name} ({method_name(mapper.method)}{ipv6_note(gateway)})",
