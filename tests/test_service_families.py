@@ -19,9 +19,11 @@ from twisted.trial.unittest import SynchronousTestCase
 
 import txnatpmp._pcp.client as pcp_client
 import txnatpmp._service.link as link_module
-from txnatpmp import EventKind, GatewayTimeout, Mapping, MappingEvent, MappingService
+from txnatpmp._service.link import SOURCE_CHECK_EVERY
+from txnatpmp import EventKind, GatewayTimeout, Mapping, MappingEvent, MappingService, PCPClient
 from txnatpmp._mapper.shared import mappers_in_use
 from txnatpmp._pcp.wire import AnnounceRequest, MapRequest
+from txnatpmp._source import NoGlobalAddress
 from txnatpmp._spec import check_families, parse_gateway
 from txnatpmp._wire import MappingRequest
 from txnatpmp.endpoints import NATPMPListeningPort
@@ -182,19 +184,42 @@ class BothFamilies(FamiliesTestCase):
 
         globalLogPublisher.addObserver(record)
         self.addCleanup(globalLogPublisher.removeObserver, record)
-        self.start("tcp:8080")
-        self.run_for(7200)  # renewed: this router forgets the nonce then
+        self.start("tcp:8080", "udp:5353")
+        self.run_for(7200)  # renewed: this router forgets the nonces then
         self.stop()
         self.assertEqual(self.nat(), [])
-        [pinhole] = self.router.mappings
-        left = pinhole.expires - self.clock.seconds()
-        self.assertTrue(107 <= left <= 108.5, left)  # 120 s (its shortest) from the stop's start
-        refused = [line for line in logged if "refused to delete" in line]
-        self.assertEqual(len(refused), 1, logged)
-        self.assertIn("close in 120 s", refused[0])
-        self.assertTrue(any("Let go of tcp 8080 (IPv6): the gateway keeps it 120 s more"
-                            in line for line in logged), logged)
+        for pinhole in self.router.mappings:
+            left = pinhole.expires - self.clock.seconds()
+            self.assertTrue(107 <= left <= 108.5, left)  # 120 s (its shortest) from the stop
+        refused = [line for line in logged if "refuses to delete renewed pinholes" in line]
+        self.assertEqual(len(refused), 1, logged)  # said once for the router
+        self.assertIn("shortest lifetime (120 s)", refused[0])
+        for spec in ("tcp 8080", "udp 5353"):
+            self.assertEqual(sum(f"Let go of {spec} (IPv6): the gateway keeps it 120 s more"
+                                 in line for line in logged), 1, logged)
+        removed = [(e.family, e.mapping.lifetime if e.mapping else 0) for e in self.events
+                   if e.kind is EventKind.REMOVED]
+        self.assertEqual(sorted(removed), [(4, 0), (4, 0), (6, 120), (6, 120)])
         self.run_for(120)
+        self.assertEqual(self.pinholes(), [])
+
+    def test_miniupnpd_a_pinhole_left_by_an_earlier_process_is_taken_over_and_closed(
+            self) -> None:
+        """An earlier process (another nonce) left tcp 8080's pinhole: the MAP suggests the
+        internal port, so the port is right; the delete is refused and the pinhole shortened."""
+        earlier = PCPClient(ROUTER_HOST, reactor=self.host)
+        earlier.listen(self.host)  # type: ignore[arg-type]
+        self.clock.advance(0)
+        left = earlier.map_port("tcp", 8080, lifetime=7200)
+        self.clock.advance(0)
+        self.successResultOf(left)
+        first, = self.start("tcp:8080")
+        self.successResultOf(first)
+        pinhole = self.service.mapping_for(self.service.specs[0], family=6)
+        assert pinhole is not None
+        self.assertEqual((pinhole.external_address, pinhole.external_port), (GUA, 8080))
+        self.stop()
+        self.run_for(121)
         self.assertEqual(self.pinholes(), [])
 
     def test_P48_the_endpoints_port_tells_both_public_addresses(self) -> None:
@@ -263,11 +288,9 @@ class IPv6Only(FamiliesTestCase):
     def test_P08_pinholes_follow_a_change_of_the_global_address(self) -> None:
         self.start("tcp:8080", "udp:5353")
         self.global_address = NEW_GUA  # a privacy address rotated
-        changed = (EventKind.ADDRESS_CHANGED, 6, NEW_GUA)
-        while changed not in [(e.kind, e.family, e.external_address) for e in self.events]:
-            self.clock.advance(1)  # until the first renewal finds it
-            self.assertLess(self.clock.seconds(), 7200)
-        self.clock.advance(0)  # at once, not each at its own renewal time
+        self.run_for(SOURCE_CHECK_EVERY + 1)  # seen within that, not at the next renewal
+        self.assertIn((EventKind.ADDRESS_CHANGED, 6, NEW_GUA),
+                      [(e.kind, e.family, e.external_address) for e in self.events])
         assert self.router.pcp is not None
         from_new = [r.internal_port for r in self.router.pcp.requests
                     if isinstance(r, MapRequest) and r.client_address == NEW_GUA]
@@ -277,6 +300,43 @@ class IPv6Only(FamiliesTestCase):
         self.assertIn(("tcp", 8080, NEW_GUA), self.pinholes())
         self.assertIn(("udp", 5353, NEW_GUA), self.pinholes())
         self.assertEqual(self.service.external_address_for(6), NEW_GUA)
+
+    def test_P08_the_global_address_seen_by_a_renewal_moves_every_pinhole_once(self) -> None:
+        self.start("tcp:8080", "udp:5353")
+        self.run_for(SOURCE_CHECK_EVERY - 1)
+        self.global_address = NEW_GUA
+        # A renewal noticing it first: the link's own check then finds nothing new.
+        keeper = self.service.lane(6).keeper(self.service.specs[0])
+        assert keeper is not None
+        keeper.refresh()
+        self.clock.advance(0)
+        assert self.router.pcp is not None
+        from_new = [r.internal_port for r in self.router.pcp.requests
+                    if isinstance(r, MapRequest) and r.client_address == NEW_GUA]
+        self.assertEqual(sorted(from_new), [5353, 8080])  # each once, the renewal's included
+        self.run_for(SOURCE_CHECK_EVERY)
+        self.assertEqual([e.kind for e in self.events].count(EventKind.ADDRESS_CHANGED), 1)
+
+    def test_P08_losing_the_global_address_is_said_once(self) -> None:
+        logged: list[str] = []
+
+        def record(event: LogEvent) -> None:
+            logged.append(formatEvent(event))
+
+        globalLogPublisher.addObserver(record)
+        self.addCleanup(globalLogPublisher.removeObserver, record)
+        self.start("tcp:8080")
+
+        def none(server: Any) -> str:
+            raise NoGlobalAddress("this host has no global IPv6 address")
+
+        self.patch(pcp_client, "global_address_toward", none)
+        self.run_for(10 * SOURCE_CHECK_EVERY)
+        lost = [line for line in logged if "Could not look up this host's address" in line]
+        self.assertEqual(len(lost), 1, logged)
+        self.patch(pcp_client, "global_address_toward", lambda server: GUA)
+        self.run_for(SOURCE_CHECK_EVERY)
+        self.assertEqual(sum("has an address toward" in line for line in logged), 1, logged)
 
     def test_P47_the_router_is_found_when_not_given(self) -> None:
         found: list[Any] = []

@@ -107,8 +107,9 @@ def test_P48_the_daemon_keeps_both_renewed_the_wan_host_reaches_it_over_ipv6_and
     log = lab.output(daemon)
     assert lab.mappings() == []
     assert "Removed tcp 60301 (IPv4)" in log, log
-    assert log.count("refused to delete the pinhole tcp 60301") == 1, log
-    assert f"the gateway keeps it {MIN_LIFETIME} s more" in log, log
+    assert log.count("refuses to delete renewed pinholes") == 1, log
+    assert log.count(f"Let go of tcp 60301 (IPv6): the gateway keeps it {MIN_LIFETIME} s more"
+                     ) == 1, log
     assert "Traceback" not in log and "NAT-PMP" not in log, log
     # Shortened: gone after MIN_LIFETIME, where the renewed LIFETIME would have kept it.
     eventually(lambda: lab.pinholes() == [], timeout=MIN_LIFETIME + 3, interval=0.25)
@@ -159,3 +160,38 @@ def status(path: Path) -> dict[str, Any]:
         return json.loads(path.read_text())  # type: ignore[no-any-return]
     except (OSError, ValueError):
         return {}
+
+
+def test_P48_a_pinhole_an_earlier_process_left_is_taken_over_with_its_port_and_closed(
+        lab: Lab) -> None:
+    """A pinhole left with another nonce (a process killed, or natpmp map): miniupnpd answers
+    the suggested port, so the daemon suggests the internal port; its delete is refused, so it
+    is shortened."""
+    left = natpmp(lab, "map", "--family", "6", "-l", "600", "tcp:60310")
+    assert left.returncode == 0, left.stderr
+    daemon = lab.twist("-m", "tcp:60310", "--family", "6", "--lifetime", str(LIFETIME))
+    eventually(lambda: f"tcp 60310 is reachable at [{CLIENT6}]:60310" in lab.output(daemon),
+               timeout=15)
+    terminate(daemon)
+    log = lab.output(daemon)
+    assert ":0 " not in log and "Could not delete" not in log, log
+    eventually(lambda: lab.pinholes() == [], timeout=MIN_LIFETIME + 3, interval=0.25)
+
+
+def test_P22_mapping_again_renews_with_the_kept_nonce_and_unmap_deletes_every_spec(
+        lab: Lab) -> None:
+    """natpmp map twice: the second is a renewal with the nonce natpmp keeps (P22); miniupnpd
+    then refuses the pinhole's delete, so unmap shortens it, and still deletes the other."""
+    assert natpmp(lab, "map", "--family", "6", "-l", "600", "tcp:60320", "udp:60321"
+                  ).returncode == 0
+    again = natpmp(lab, "map", "--family", "6", "--json", "-l", "600", "tcp:60320")
+    assert again.returncode == 0, again.stderr
+    [line] = json_lines(again.stdout)
+    assert (line["external_address"], line["external_port"]) == (CLIENT6, 60320)
+    gone = natpmp(lab, "unmap", "--family", "6", "tcp:60320", "udp:60321")
+    assert gone.returncode == 0, gone.stderr
+    assert gone.stdout.splitlines() == [
+        f"tcp:60320: the gateway keeps it {MIN_LIFETIME} s more",
+        "deleted udp:60321 (PCP, IPv6)"]
+    assert lab.pinholes() == [("tcp", 60320, CLIENT6)]
+    eventually(lambda: lab.pinholes() == [], timeout=MIN_LIFETIME + 3, interval=0.25)
