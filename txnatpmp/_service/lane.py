@@ -89,7 +89,9 @@ class FamilyLane:
         self.link.saw_address(address)
 
     def tell(self, event: MappingEvent) -> None:
-        self.service.tell(evolve(event, family=self.family))
+        if event.family != self.family:  # events are made for family 4 by default
+            event = evolve(event, family=self.family)
+        self.service.tell(event)
 
     # What the link asks (Keepers)
 
