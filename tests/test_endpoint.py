@@ -91,10 +91,14 @@ def test_family_keyword_chooses_the_families_and_an_ipv6_listener() -> None:
         assert endpoint.inner._interface == "::"  # type: ignore[attr-defined]
     assert parse("natpmp:8080:family=46").families == (4, 6)
     endpoint = parse(r"natpmp:8080:family=46:gateway6=fe80\:\:1%eth0")
-    assert endpoint._service_options["gateway6"] == "fe80::1%eth0"
+    assert endpoint._service_options["gateway6"] == ("fe80::1%eth0", 5351)
+    endpoint = parse(r"natpmp:8080:family=46:gateway6=[2001\:db8\:\:1]\:6000")
+    assert endpoint._service_options["gateway6"] == ("2001:db8::1", 6000)
     for bad, message in [("natpmp:8080:family=5", "family must be 4, 6 or 46"),
                          ("natpmp:8080:family=", "family must be 4, 6 or 46"),
-                         (r"natpmp:8080:family=6:gateway6=fe80\:\:1", "needs its interface")]:
+                         (r"natpmp:8080:family=6:gateway6=fe80\:\:1", "needs its interface"),
+                         ("natpmp:8080:family=46:gateway6=198.51.100.1",
+                          "gateway6 must be the IPv6 router")]:
         with pytest.raises(ValueError, match=message):
             serverFromString(reactor, bad)
 

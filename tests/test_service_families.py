@@ -14,6 +14,7 @@ import tempfile
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import CannotListenError
 from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -117,8 +118,8 @@ class BothFamilies(FamiliesTestCase):
         self.assertNotEqual(four.nonce, six.nonce)
         self.assertIsNotNone(six.nonce)
         self.assertEqual(mappers_in_use(self.host), 2)
-        self.assertIsNot(self.service.lane(4).mapper.client,  # type: ignore[union-attr]
-                         self.service.lane(6).mapper.client)  # type: ignore[union-attr]
+        self.assertIsNot(self.service._lane(4).mapper.client,  # type: ignore[union-attr]
+                         self.service._lane(6).mapper.client)  # type: ignore[union-attr]
 
     def test_P48_no_nat_pmp_and_nothing_ipv4_reaches_the_ipv6_router(self) -> None:
         self.start("tcp:8080")
@@ -297,16 +298,41 @@ class IPv6Only(FamiliesTestCase):
         self.assertEqual(sorted(from_new), [5353, 8080])  # each once
         self.assertEqual(sorted(m.external_address for m in self.service.mappings),
                          [NEW_GUA, NEW_GUA])
-        self.assertIn(("tcp", 8080, NEW_GUA), self.pinholes())
-        self.assertIn(("udp", 5353, NEW_GUA), self.pinholes())
+        # The old address still works (deprecated): its pinholes are closed from it.
+        self.assertEqual(self.pinholes(), [("tcp", 8080, NEW_GUA), ("udp", 5353, NEW_GUA)])
         self.assertEqual(self.service.external_address_for(6), NEW_GUA)
+
+    def test_P08_pinholes_for_an_address_already_gone_are_said_to_stay_open(self) -> None:
+        logged: list[str] = []
+
+        def record(event: LogEvent) -> None:
+            logged.append(formatEvent(event))
+
+        globalLogPublisher.addObserver(record)
+        self.addCleanup(globalLogPublisher.removeObserver, record)
+        self.start("tcp:8080", "udp:5353")
+        listen = self.host.listenUDP
+
+        def gone(port: int, protocol: Any, interface: str = "", **kw: Any) -> Any:
+            if interface == GUA:
+                raise CannotListenError(interface, port, OSError(99, "Cannot assign"))
+            return listen(port, protocol, interface, **kw)
+
+        self.host.listenUDP = gone  # type: ignore[method-assign]
+        self.global_address = NEW_GUA
+        self.run_for(SOURCE_CHECK_EVERY + 1)
+        said = [line for line in logged if "Cannot close the 2 pinholes for" in line]
+        self.assertEqual(len(said), 1, logged)
+        self.assertIn("stay open up to 7200 s", said[0])
+        self.assertEqual(self.pinholes(), [("tcp", 8080, GUA), ("tcp", 8080, NEW_GUA),
+                                           ("udp", 5353, GUA), ("udp", 5353, NEW_GUA)])
 
     def test_P08_the_global_address_seen_by_a_renewal_moves_every_pinhole_once(self) -> None:
         self.start("tcp:8080", "udp:5353")
         self.run_for(SOURCE_CHECK_EVERY - 1)
         self.global_address = NEW_GUA
         # A renewal noticing it first: the link's own check then finds nothing new.
-        keeper = self.service.lane(6).keeper(self.service.specs[0])
+        keeper = self.service._lane(6).keeper(self.service.specs[0])
         assert keeper is not None
         keeper.refresh()
         self.clock.advance(0)
@@ -381,7 +407,11 @@ class Refused(SynchronousTestCase):
         self.refused("is IPv4, but the service keeps only IPv6", GATEWAY, families=6)
 
     def test_two_gateways_of_one_family(self) -> None:
-        self.refused("two IPv4 gateways", GATEWAY, families=46, gateway6="198.51.100.2")
+        self.refused("two IPv6 gateways", ROUTER_HOST, families=46, gateway6="fe80::2%7")
+
+    def test_gateway6_must_be_ipv6(self) -> None:
+        self.refused("gateway6 must be the IPv6 router's address", GATEWAY, families=46,
+                     gateway6="198.51.100.2")
 
     def test_a_link_local_router_needs_its_interface(self) -> None:
         self.refused("needs its interface", ROUTER, families=6)

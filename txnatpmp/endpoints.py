@@ -83,9 +83,11 @@ class NATPMPListeningPort(HeldMapping):
         """C{(address, port)} where the world reaches this port, one per family that has its
         mapping now: the IPv4 mapping's, then the IPv6 pinhole's."""
         found = []
-        for mapping in self.service.mappings_for(self.spec):
-            address = mapping.external_address or self.service.external_address_for(
-                mapping.family)
+        for family in self.service.families:
+            mapping = self.service.mapping_for(self.spec, family)
+            if mapping is None:
+                continue
+            address = mapping.external_address or self.service.external_address_for(family)
             if address:
                 found.append((address, mapping.external_port))
         return found
@@ -222,7 +224,10 @@ class NATPMPServerParser:
                 raise ValueError(f"natpmp endpoint: {error}") from None
         if "gateway6" in kwargs:
             try:
-                options["gateway6"] = parse_gateway(kwargs.pop("gateway6")).host
+                options["gateway6"] = router = parse_gateway(kwargs.pop("gateway6"))
+                if ":" not in router.host:
+                    raise ValueError(f"gateway6 must be the IPv6 router's address, not "
+                                     f"{router.host!r}")
             except ValueError as error:
                 raise ValueError(f"natpmp endpoint: {error}") from None
         if not args or not args[0]:

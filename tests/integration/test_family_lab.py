@@ -19,6 +19,8 @@ import pytest
 from lab import CLIENT, CLIENT6, EXTERNAL_ADDRESS, GATEWAY_WAN, Lab, eventually, terminate
 from lab.agent import GREETING
 
+from txnatpmp._service.link import SOURCE_CHECK_EVERY
+
 from .conftest import DEBUG, running_lab
 
 #: The gateway's shortest lifetime here: a shortened pinhole closes this long after the stop.
@@ -195,3 +197,30 @@ def test_P22_mapping_again_renews_with_the_kept_nonce_and_unmap_deletes_every_sp
         "deleted udp:60321 (PCP, IPv6)"]
     assert lab.pinholes() == [("tcp", 60320, CLIENT6)]
     eventually(lambda: lab.pinholes() == [], timeout=MIN_LIFETIME + 3, interval=0.25)
+
+
+def test_P08_the_daemons_pinholes_move_to_a_new_global_address_and_the_old_ones_close(
+        lab: Lab) -> None:
+    """A privacy address rotates: the new one comes, the old one is deprecated (still
+    assigned).  Within the link's 30 s look, the pinhole is opened for the new address and
+    closed for the old one, from it."""
+    new_address = "2001:db8:100::30"
+    device = lab.veth["client"]
+    daemon = lab.twist("-m", "tcp:60340", "--family", "6", "--lifetime", "600")
+    eventually(lambda: lab.pinholes() == [("tcp", 60340, CLIENT6)], timeout=15)
+    try:
+        lab.run("client", "ip", "addr", "add", f"{new_address}/64", "dev", device, "nodad")
+        lab.run("client", "ip", "addr", "change", f"{CLIENT6}/64", "dev", device,
+                "preferred_lft", "0", "valid_lft", "forever")
+        eventually(lambda: lab.pinholes() == [("tcp", 60340, new_address)],
+                   timeout=SOURCE_CHECK_EVERY + 10, interval=0.5)
+        terminate(daemon)
+        assert lab.pinholes() == []
+        log = lab.output(daemon)
+        assert log.count(f"This host's IPv6 address changed from {CLIENT6} to {new_address}"
+                         ) == 1, log
+        assert f"Closed 1 pinhole for {CLIENT6}" in log, log
+    finally:
+        lab.run("client", "ip", "addr", "change", f"{CLIENT6}/64", "dev", device,
+                "preferred_lft", "forever", "valid_lft", "forever", check=False)
+        lab.run("client", "ip", "addr", "del", f"{new_address}/64", "dev", device, check=False)

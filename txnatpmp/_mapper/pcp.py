@@ -121,15 +121,18 @@ class PCPMapper:
         """
         miniupnpd before 2.3.8 forgets an IPv6 pinhole's nonce when it renews it (its nftables
         backend rewrites the rule without the description), then refuses every delete with
-        NOT_AUTHORIZED.  The pinhole is ours, so the next best thing: renew it for 1 s (an
-        ordinary renewal, RFC 6887 section 11.2.1), which the router clamps to its shortest
-        lifetime and then removes.  Fires with the mapping as shortened.
+        NOT_AUTHORIZED.  The pinhole is ours (C{mapping} is what this client was granted, and a
+        pinhole is this host's address and port: another program would have to listen on our
+        port to want it), so the next best thing: renew it for 1 s (an ordinary renewal, RFC
+        6887 section 11.2.1), which the router clamps to its shortest lifetime and then
+        removes.  Fires with the mapping as shortened, which the client no longer lists.
         """
         if not isinstance(failure.value, NotAuthorized):
             return failure
         shortened = self.client.renew(mapping, 1, schedule=schedule)
 
         def said(left: Mapping) -> Mapping:
+            self.client.forget(mapping.protocol, mapping.internal_port)  # no longer kept
             if self.client not in _refusing:  # said once per router; each pinhole's end is
                 _refusing.add(self.client)    # the caller's to tell
                 log.warn("IPv6 router {router} refuses to delete renewed pinholes (as "

@@ -323,6 +323,10 @@ class PCPClient(DatagramProtocol):
         """The mappings the server granted this client, as last answered."""
         return list(self._mappings.values())
 
+    def forget(self, protocol: str, internal_port: int) -> None:
+        """Stop listing a mapping in L{mappings}: its owner let it go (it ends by itself)."""
+        self._mappings.pop((protocol, internal_port), None)
+
     def nonce_for(self, protocol: str, internal_port: int) -> bytes | None:
         """The nonce this client uses for C{protocol}/C{internal_port}, if it drew one."""
         return self._nonces.get((protocol, internal_port))
@@ -426,8 +430,8 @@ class PCPClient(DatagramProtocol):
                           server=self.server.host, address=new)
         if new == old:
             return None
-        self.log.info("The address toward {server} changed from {old} to {new}",
-                      server=self.server.host, old=old, new=new)
+        self.log.debug("The address toward {server} changed from {old} to {new}",
+                       server=self.server.host, old=old, new=new)
         self._last_source = new
         for exchange in self._inflight:
             exchange.data = None  # rebuilt with the new address at its next transmission

@@ -14,6 +14,7 @@ from attrs import evolve
 from .._errors import GatewayTimeout
 from .._events import EventKind, MappingEvent
 from .._mapper.shared import Mapper
+from .._results import Mapping
 from .._spec import Gateway, MappingSpec
 from .keeper import MappingKeeper
 from .link import Finder, GatewayLink
@@ -97,6 +98,9 @@ class FamilyLane:
 
     def count(self) -> int:
         return len(self._keepers)
+
+    def granted(self) -> list[Mapping]:
+        return [k.mapping for k in self._keepers.values() if k.mapping is not None]
 
     def pause_all(self, error: BaseException | None) -> None:
         keepers = list(self._keepers.values())

@@ -29,13 +29,14 @@ from .._mapper.shared import (
     release_mapper,
     same_mapper,
 )
-from .._results import ExternalAddress
+from .._results import ExternalAddress, Mapping
 from .._schedule import RetransmitSchedule, RetryBackoff
 from .._gateway6 import Router6
 from .._pcp.client import PCPClient
 from .._spec import SERVER_PORT, Gateway, check_gateway, check_gateway6
 from .._wire import ExternalAddressResponse, PCPAnnounce
 from .machine import Input, Machine, State
+from .pinholes import close_pinholes
 
 #: What a gateway without a WAN link reports as its external address.
 NO_ADDRESS = "0.0.0.0"
@@ -55,6 +56,8 @@ class Keepers(Protocol):
     """What the link asks of the mappings it serves (the service)."""
 
     def count(self) -> int: ...
+
+    def granted(self) -> list[Mapping]: ...
 
     def pause_all(self, error: BaseException | None) -> None: ...
 
@@ -119,6 +122,7 @@ class GatewayLink:
         self._reconsidering: Deferred[Mapper] | None = None
         self._reconsider_timer: IDelayedCall | None = None
         self._source_timer: IDelayedCall | None = None
+        self._source_refresh: IDelayedCall | None = None
         self._probe: Deferred[Any] | None = None
         self._address_request: Deferred[ExternalAddress] | None = None
         self._failures = 0
@@ -250,15 +254,17 @@ class GatewayLink:
         assert self._found is not None
         new, old = self._found, self.mapper
         if old is None:
-            self.log.info("Gateway {gateway} answers {method}", gateway=new.gateway.host,
+            self.log.info("{what} {gateway} answers {method}", what=self._what(),
+                          gateway=new.gateway.host,
                           method=_NAMES[new.method])
         elif new.gateway == old.gateway:
-            self.log.warn("Gateway {gateway} now answers {new}: moving {count} mappings from "
-                          "{old}", gateway=new.gateway.host, new=_NAMES[new.method],
+            self.log.warn("{what} {gateway} now answers {new}: moving {count} mappings from "
+                          "{old}", what=self._what(), gateway=new.gateway.host,
+                          new=_NAMES[new.method],
                           old=_NAMES[old.method], count=self._keepers.count())
         else:
-            self.log.warn("The default gateway is now {new} (was {old}): moving {count} "
-                          "mappings there", new=new.gateway.host,
+            self.log.warn("The default {what} is now {new} (was {old}): moving {count} "
+                          "mappings there", what=self._what().lower(), new=new.gateway.host,
                           old=self.gateway and self.gateway.host, count=self._keepers.count())
             self.external_address = None
             self._address_checked_at = None
@@ -271,8 +277,8 @@ class GatewayLink:
         self._cancel_probe()
         self._failures = 0
         self._arm_reconsider()
-        self.log.info("Gateway {gateway} answers again: refreshing {count} mappings",
-                      gateway=self._host(), count=self._keepers.count())
+        self.log.info("{what} {gateway} answers again: refreshing {count} mappings",
+                      what=self._what(), gateway=self._host(), count=self._keepers.count())
         self._keepers.refresh_all()
 
     def wait_to_recover(self) -> None:
@@ -282,13 +288,13 @@ class GatewayLink:
         delay = self._random.uniform(0, RECOVERY_JITTER)
         received, expected = self._lost
         if self.mapper is not None and self.mapper.method == "upnp":  # no epochs: it restarted
-            self.log.warn("Gateway {gateway} restarted or lost our mappings: re-creating "
-                          "{count} in {delay:.1f} s", gateway=self._host(),
+            self.log.warn("{what} {gateway} restarted or lost our mappings: re-creating "
+                          "{count} in {delay:.1f} s", what=self._what(), gateway=self._host(),
                           count=self._keepers.count(), delay=delay)
         else:
-            self.log.warn("Gateway {gateway} lost its mappings (epoch {received}, expected at "
+            self.log.warn("{what} {gateway} lost its mappings (epoch {received}, expected at "
                           "least {expected:.0f}): re-creating {count} in {delay:.1f} s",
-                          gateway=self._host(), received=received, expected=expected,
+                          what=self._what(), gateway=self._host(), received=received, expected=expected,
                           count=self._keepers.count(), delay=delay)
         self._keepers.tell(MappingEvent(EventKind.STATE_LOST,
                                         external_address=self.external_address))
@@ -307,6 +313,8 @@ class GatewayLink:
 
     def cancel_all(self) -> None:
         self._cancel_timer()
+        self._cancel_source_timer()
+        self._cancel_source_refresh()
         self._cancel_probe()
         self._cancel_address_request()
         for pending in (self._finding, self._reconsidering):
@@ -523,14 +531,28 @@ class GatewayLink:
 
     def _source_changed(self, old: str, new: str) -> None:
         """P08: this host's global address changed; pinholes belong to an address, so each is
-        made again for the new one now (the old ones cannot be deleted from it and lapse)."""
-        self.log.warn("This host's IPv6 address changed from {old} to {new}: opening {count} "
-                      "pinholes for the new one", old=old, new=new, count=self._keepers.count())
+        made again for the new one now, and the old ones are closed while the old address
+        still works (L{close_pinholes})."""
+        connected = self.state is State.CONNECTED
+        self.log.warn("This host's IPv6 address changed from {old} to {new}: {what}", old=old,
+                      new=new, what=f"opening {self._keepers.count()} pinholes for the new one"
+                      if connected else "its pinholes are opened when the router answers")
         self.external_address = new
         self._keepers.tell(MappingEvent(EventKind.ADDRESS_CHANGED, external_address=new))
+        old_ones = [m for m in self._keepers.granted() if m.external_address == old]
+        if old_ones and self.gateway is not None:
+            closing = Deferred.fromCoroutine(close_pinholes(self._reactor, self.gateway, old,
+                                                            old_ones))
+            closing.addErrback(lambda f: self.log.failure("Closing old pinholes failed", f))
         # Once the renewal that noticed it is under way (it goes from the new address), so
         # that it is not sent twice.
-        self._reactor.callLater(0, self._refresh_if_connected)
+        self._cancel_source_refresh()
+        self._source_refresh = self._reactor.callLater(0, self._refresh_if_connected)
+
+    def _cancel_source_refresh(self) -> None:
+        if self._source_refresh is not None and self._source_refresh.active():
+            self._source_refresh.cancel()
+        self._source_refresh = None
 
     def _watch_source(self) -> None:
         """P08: look at this host's global address every L{SOURCE_CHECK_EVERY} seconds (no
@@ -542,10 +564,18 @@ class GatewayLink:
         self._source_timer = None
         mapper = self.mapper
         if mapper is not None and isinstance(mapper.client, PCPClient):
-            mapper.client.check_source()
-            self._watch_source()
+            try:
+                mapper.client.check_source()
+            finally:
+                self._watch_source()
+
+    def _cancel_source_timer(self) -> None:
+        if self._source_timer is not None and self._source_timer.active():
+            self._source_timer.cancel()
+        self._source_timer = None
 
     def _refresh_if_connected(self) -> None:
+        self._source_refresh = None
         if self.state is State.CONNECTED:
             self._keepers.refresh_all()
 
@@ -597,9 +627,8 @@ class GatewayLink:
 
     def _close(self) -> None:
         self._cancel_address_request()
-        if self._source_timer is not None and self._source_timer.active():
-            self._source_timer.cancel()
-        self._source_timer = None
+        self._cancel_source_timer()
+        self._cancel_source_refresh()
         for listener in self._listeners:
             listener.stopListening()
         self._listeners.clear()

@@ -14,7 +14,7 @@ import random
 from typing import Any, Callable, Sequence
 
 from twisted.application.service import Service
-from twisted.internet.defer import CancelledError, Deferred, DeferredList, gatherResults, succeed
+from twisted.internet.defer import CancelledError, Deferred, gatherResults, succeed
 from twisted.internet.defer import FirstError
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -159,7 +159,7 @@ class MappingService(Service):
     def _first(self) -> FamilyLane:
         return self._lanes[0]
 
-    def lane(self, family: int) -> FamilyLane:
+    def _lane(self, family: int) -> FamilyLane:
         """The lane of C{family} (4 or 6).
 
         @raise ValueError: if the service does not keep that family."""
@@ -176,7 +176,7 @@ class MappingService(Service):
 
     def gateway_for(self, family: int) -> str | None:
         """C{family}'s gateway address, once known."""
-        gateway = self.lane(family).link.gateway
+        gateway = self._lane(family).link.gateway
         return gateway.host if gateway is not None else None
 
     @property
@@ -186,7 +186,7 @@ class MappingService(Service):
 
     def state_for(self, family: int) -> State:
         """Where the link to C{family}'s gateway stands."""
-        return self.lane(family).link.state
+        return self._lane(family).link.state
 
     @property
     def mapper(self) -> Mapper | None:
@@ -212,7 +212,7 @@ class MappingService(Service):
     def external_address_for(self, family: int) -> str | None:
         """C{family}'s public address when known: the IPv4 gateway's external address, or
         for IPv6 this host's own global address its pinholes are for."""
-        return self.lane(family).external_address
+        return self._lane(family).external_address
 
     @property
     def status_file(self) -> str | None:
@@ -237,7 +237,7 @@ class MappingService(Service):
     def mapping_for(self, spec: MappingSpec, family: int | None = None) -> Mapping | None:
         """The mapping currently granted for C{spec} on C{family} (by default the first family
         in L{families}), if any."""
-        keeper = self.lane(self.families[0] if family is None else family).keeper(spec)
+        keeper = self._lane(self.families[0] if family is None else family).keeper(spec)
         return keeper.mapping if keeper is not None else None
 
     def mappings_for(self, spec: MappingSpec) -> list[Mapping]:
@@ -331,8 +331,7 @@ class MappingService(Service):
         if self._stopping is not None:
             return self._stopping
         deletes = [Deferred.fromCoroutine(self._delete_all(lane)) for lane in self._lanes]
-        stopping = self._stopping = DeferredList(deletes, consumeErrors=True).addCallback(
-            lambda _: None)
+        stopping = self._stopping = _all(deletes).addCallback(lambda _: None)
         stopping.addBoth(self._stopped)
         return stopping
 
@@ -425,6 +424,9 @@ def _gateways(gateway: str | Gateway | None, port: int, gateway6: str | Gateway 
     fixed: dict[int, Gateway | None] = {4: None, 6: None}
     given = [(gateway, port)] if gateway is not None else []
     if gateway6 is not None:
+        host6 = gateway6[0] if isinstance(gateway6, tuple) else gateway6
+        if gateway_family(host6) != 6:
+            raise ValueError(f"gateway6 must be the IPv6 router's address, not {host6!r}")
         given.append((gateway6, SERVER_PORT))
     for each, each_port in given:
         host, each_port = each if isinstance(each, tuple) else (each, each_port)

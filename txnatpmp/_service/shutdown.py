@@ -85,8 +85,8 @@ async def delete_all(
                     outcome.value, (GatewayTimeout, CancelledError)):
                 lost.append(keeper)  # lost under loss, perhaps: again in the next round
             else:
-                log.warn("Could not delete {spec.protocol} {spec.internal_port}: {error}",
-                         spec=keeper.spec, error=outcome.getErrorMessage())
+                log.warn("Could not delete {spec.protocol} {spec.internal_port}{which}: {error}",
+                         spec=keeper.spec, which=which, error=outcome.getErrorMessage())
         waiting = lost
     if waiting:
         why = "the gateway does not answer" if gone else \
