@@ -572,11 +572,19 @@ class Agent:
     """
 
     def __init__(self, namespace: str) -> None:
+        # Its stderr goes to a file, never a pipe nobody reads (a full pipe would stall it),
+        # and is shown when a call fails.
+        self._stderr = tempfile.TemporaryFile()
         self.process = subprocess.Popen(
             ["ip", "netns", "exec", namespace, sys.executable, str(AGENT)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
             env=_child_env(),
         )
+
+    def stderr(self) -> str:
+        """What the agent wrote to stderr so far (the end of it)."""
+        self._stderr.seek(0)
+        return self._stderr.read().decode(errors="replace")[-4000:]
 
     def call(self, op: str, timeout: float = 30, **arguments: Any) -> dict[str, Any]:
         """Send a command and wait for its answer."""
@@ -585,11 +593,11 @@ class Agent:
         self.process.stdin.flush()
         ready, _, _ = select.select([self.process.stdout], [], [], timeout)
         if not ready:
-            raise AssertionError(f"agent gave no answer to {op} within {timeout} s")
+            raise AssertionError(f"agent gave no answer to {op} within {timeout} s; its "
+                                 f"stderr: {self.stderr()!r}")
         line = self.process.stdout.readline()
         if not line:
-            stderr = self.process.stderr.read().decode() if self.process.stderr else ""
-            raise AssertionError(f"agent exited during {op}: {stderr}")
+            raise AssertionError(f"agent exited during {op}: {self.stderr()}")
         answer: dict[str, Any] = json.loads(line)
         return answer
 
@@ -597,9 +605,10 @@ class Agent:
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait()
-        for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
+        for stream in (self.process.stdin, self.process.stdout):
             if stream is not None:
                 stream.close()
+        self._stderr.close()
 
 
 def eventually(probe: Any, timeout: float = 10, interval: float = 0.05) -> Any:
