@@ -28,7 +28,8 @@ def test_twist_natpmp_keeps_mappings_through_a_restart_and_removes_them_on_sigte
 
     lab.restart_gateway()
     restarted = time.monotonic()
-    assert lab.mappings() == []
+    # restart_gateway() flushes the rules; the daemon may re-create them (R19's wait is 0-5 s)
+    # before the rules could be listed, so only their return is checked.
     eventually(lambda: lab.mappings() == BOTH, timeout=6)
     assert time.monotonic() - restarted < 6
     assert lab.wan_tcp(60010) == GREETING

@@ -134,7 +134,8 @@ def test_mappings_survive_a_gateway_restart_and_stopping_leaves_nothing(
     eventually(lambda: clock.call("address")["epoch"] >= 3, timeout=6, interval=0.25)
     lab.restart_gateway()
     restarted = time.monotonic()
-    assert lab.mappings() == []
+    # restart_gateway() flushes the rules; the service may re-create them (R19's wait is 0-5 s)
+    # before the rules could be listed, so only their return is checked.
     eventually(lambda: lab.mappings() == BOTH, timeout=6)
     assert time.monotonic() - restarted < 6
     kept.stop()
