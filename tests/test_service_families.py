@@ -58,7 +58,15 @@ class FamiliesTestCase(SynchronousTestCase):
         self.patch(link_module, "listen6", self.listen6)
         self.listening6: list[Any] = []
         self.events: list[MappingEvent] = []
+        self.log_events: list[LogEvent] = []
+        globalLogPublisher.addObserver(self.log_events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.log_events.append)
         self.service = self.make_service()
+
+    @property
+    def logged(self) -> list[str]:
+        """Every log line so far, as written."""
+        return [formatEvent(event) for event in self.log_events]
 
     def listen6(self, listener: Any, router: Any, reactor: Any, port: int) -> Any:
         """The in-memory stand-in for joining ff02::1 on the router's interface."""
@@ -178,13 +186,6 @@ class BothFamilies(FamiliesTestCase):
         self.assertEqual((self.nat(), self.pinholes()), ([("udp", 5353)], [("udp", 5353, GUA)]))
 
     def test_miniupnpd_a_renewed_pinhole_it_refuses_to_delete_is_shortened_instead(self) -> None:
-        logged: list[str] = []
-
-        def record(event: LogEvent) -> None:
-            logged.append(formatEvent(event))
-
-        globalLogPublisher.addObserver(record)
-        self.addCleanup(globalLogPublisher.removeObserver, record)
         self.start("tcp:8080", "udp:5353")
         self.run_for(7200)  # renewed: this router forgets the nonces then
         self.stop()
@@ -192,12 +193,12 @@ class BothFamilies(FamiliesTestCase):
         for pinhole in self.router.mappings:
             left = pinhole.expires - self.clock.seconds()
             self.assertTrue(107 <= left <= 108.5, left)  # 120 s (its shortest) from the stop
-        refused = [line for line in logged if "refuses to delete renewed pinholes" in line]
-        self.assertEqual(len(refused), 1, logged)  # said once for the router
+        refused = [line for line in self.logged if "refuses to delete renewed pinholes" in line]
+        self.assertEqual(len(refused), 1, self.logged)  # said once for the router
         self.assertIn("shortest lifetime (120 s)", refused[0])
         for spec in ("tcp 8080", "udp 5353"):
             self.assertEqual(sum(f"Let go of {spec} (IPv6): the gateway keeps it 120 s more"
-                                 in line for line in logged), 1, logged)
+                                 in line for line in self.logged), 1, self.logged)
         removed = [(e.family, e.mapping.lifetime if e.mapping else 0) for e in self.events
                    if e.kind is EventKind.REMOVED]
         self.assertEqual(sorted(removed), [(4, 0), (4, 0), (6, 120), (6, 120)])
@@ -303,13 +304,6 @@ class IPv6Only(FamiliesTestCase):
         self.assertEqual(self.service.external_address_for(6), NEW_GUA)
 
     def test_P08_pinholes_for_an_address_already_gone_are_said_to_stay_open(self) -> None:
-        logged: list[str] = []
-
-        def record(event: LogEvent) -> None:
-            logged.append(formatEvent(event))
-
-        globalLogPublisher.addObserver(record)
-        self.addCleanup(globalLogPublisher.removeObserver, record)
         self.start("tcp:8080", "udp:5353")
         listen = self.host.listenUDP
 
@@ -321,8 +315,8 @@ class IPv6Only(FamiliesTestCase):
         self.host.listenUDP = gone  # type: ignore[method-assign]
         self.global_address = NEW_GUA
         self.run_for(SOURCE_CHECK_EVERY + 1)
-        said = [line for line in logged if "Cannot close the 2 pinholes for" in line]
-        self.assertEqual(len(said), 1, logged)
+        said = [line for line in self.logged if "Cannot close the 2 pinholes for" in line]
+        self.assertEqual(len(said), 1, self.logged)
         self.assertIn("stay open up to 7200 s", said[0])
         self.assertEqual(self.pinholes(), [("tcp", 8080, GUA), ("tcp", 8080, NEW_GUA),
                                            ("udp", 5353, GUA), ("udp", 5353, NEW_GUA)])
@@ -344,13 +338,6 @@ class IPv6Only(FamiliesTestCase):
         self.assertEqual([e.kind for e in self.events].count(EventKind.ADDRESS_CHANGED), 1)
 
     def test_P08_losing_the_global_address_is_said_once(self) -> None:
-        logged: list[str] = []
-
-        def record(event: LogEvent) -> None:
-            logged.append(formatEvent(event))
-
-        globalLogPublisher.addObserver(record)
-        self.addCleanup(globalLogPublisher.removeObserver, record)
         self.start("tcp:8080")
 
         def none(server: Any) -> str:
@@ -358,11 +345,28 @@ class IPv6Only(FamiliesTestCase):
 
         self.patch(pcp_client, "global_address_toward", none)
         self.run_for(10 * SOURCE_CHECK_EVERY)
-        lost = [line for line in logged if "Could not look up this host's address" in line]
-        self.assertEqual(len(lost), 1, logged)
+        lost = [line for line in self.logged if "Could not look up this host's address" in line]
+        self.assertEqual(len(lost), 1, self.logged)
         self.patch(pcp_client, "global_address_toward", lambda server: GUA)
         self.run_for(SOURCE_CHECK_EVERY)
-        self.assertEqual(sum("has an address toward" in line for line in logged), 1, logged)
+        back = [line for line in self.logged if "has an address toward" in line]
+        self.assertEqual(len(back), 1, self.logged)
+
+    def test_P08_without_a_global_address_nothing_is_sent_and_the_service_keeps_trying(
+            self) -> None:
+        def none(server: Any) -> str:
+            raise NoGlobalAddress("this host has no global IPv6 address")
+
+        self.patch(pcp_client, "global_address_toward", none)
+        first, = self.start("tcp:8080")
+        self.run_for(120)
+        self.assertEqual(self.network.sent_to((ROUTER, 5351)), [])
+        self.failureResultOf(first, NoGlobalAddress)  # the first error, as add_mapping says
+        self.assertTrue(any("no global IPv6 address" in line for line in self.logged))
+        self.patch(pcp_client, "global_address_toward", lambda server: GUA)  # one came
+        self.run_for(61)  # the longest wait between attempts
+        self.assertEqual([m.external_address for m in self.service.mappings], [GUA])
+        self.assertEqual(self.pinholes(), [("tcp", 8080, GUA)])
 
     def test_P47_the_router_is_found_when_not_given(self) -> None:
         found: list[Any] = []

@@ -202,18 +202,17 @@ def _gateway_port(port_text: str, text: str) -> int:
     return int(port_text)
 
 
-def parse_seconds(text: str, what: str = "seconds") -> float:
+def parse_seconds(text: str, what: str = "") -> float:
     """
     A positive number of seconds in ASCII digits (C{10}, C{2.5}, C{.5}).
 
-    @raise ValueError: naming C{what} and quoting C{text}.
+    @raise ValueError: naming C{what} (when given) and quoting C{text}.
     """
-    body = text.strip()
-    whole, dot, fraction = body.partition(".")
+    whole, _, fraction = text.partition(".")
     if (not (whole or fraction) or (whole and not is_ascii_number(whole))
-            or (fraction and not is_ascii_number(fraction)) or not float(body) > 0):
-        raise ValueError(f"{what} must be a positive number of seconds, not {text!r}")
-    return float(body)
+            or (fraction and not is_ascii_number(fraction)) or not float(text) > 0):
+        raise ValueError(f"{what} must be a positive number of seconds, not {text!r}".strip())
+    return float(text)
 
 
 def parse_lifetime(text: str | int) -> int:

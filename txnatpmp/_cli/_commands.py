@@ -38,7 +38,7 @@ from .._pcp.client import PCPClient
 from .._spec import Gateway, MappingSpec, check_gateway6, gateway_family
 from ._child import Child, free_port, local_address_towards, resolve, shell_command
 from ._nonces import NonceStore, StoredMapping
-from ._output import EventReport, Output, mapping_fields, mapping_line, method_name
+from ._output import EventReport, Output, ipv6_note, mapping_fields, mapping_line, method_name
 from ._signals import Interrupted, StopSignals
 from ._tokens import Endpoints, substitute
 
@@ -224,9 +224,9 @@ async def map_once(ctx: Context) -> int:
                 for spec in specs:
                     asked.append((gateway, mapper, spec))
                     within = schedule_of(ctx.args).total if mapper.method == "pcp" else None
-                    m = await ctx.stop.race(mapper.map(
-                        spec, ctx.args.lifetime, previous=made_before(store, gateway, mapper, spec),
-                        within=within))
+                    before = made_before(store, gateway, mapper, spec)
+                    m = await ctx.stop.race(mapper.map(spec, ctx.args.lifetime,
+                                                       previous=before, within=within))
                     made[gateway, spec.key] = m
                     keep(store, gateway, m)
                     shown = m.external_address or public
@@ -246,9 +246,9 @@ async def map_once(ctx: Context) -> int:
 
 def deleted_after_stop(left: object, ctx: Context, store: NonceStore, gateway: Gateway,
                        mapper: Mapper, spec: MappingSpec) -> None:
-    name = f"{spec.protocol}:{spec.internal_port} ({method_name(mapper.method)}" \
-           f"{ipv6_note(gateway)})"
     family = gateway_family(gateway.host)
+    name = f"{spec.protocol}:{spec.internal_port} ({method_name(mapper.method)}" \
+           f"{ipv6_note(family)})"
     if isinstance(left, Mapping) and left.lifetime > 0:  # a pinhole only shortened
         keep(store, gateway, left)
         ctx.out.say(f"{name}: the gateway keeps it {left.lifetime} s more",
@@ -270,11 +270,6 @@ def made_before(store: NonceStore, gateway: Gateway, mapper: Mapper,
     if spec.external_port and spec.external_port != stored.external_port:
         return None  # another external port asked for: a new mapping
     return stored.mapping()
-
-
-def ipv6_note(gateway: Gateway) -> str:
-    """C{", IPv6"} after the method's name for what an IPv6 router did."""
-    return ", IPv6" if gateway_family(gateway.host) == 6 else ""
 
 
 def keep(store: NonceStore, gateway: Gateway, mapping: Mapping) -> None:
@@ -367,7 +362,8 @@ async def unmap_one(ctx: Context, gateway: Gateway, store: NonceStore,
                             family=gateway_family(gateway.host))
                 return None
     forget(store, gateway, spec)
-    ctx.out.say(f"deleted {name} ({method_name(mapper.method)}{ipv6_note(gateway)})",
+    ctx.out.say(f"deleted {name} ({method_name(mapper.method)}"
+                f"{ipv6_note(gateway_family(gateway.host))})",
                 deleted=spec.internal_port, protocol=spec.protocol, method=mapper.method,
                 family=gateway_family(gateway.host))
     return None

@@ -90,6 +90,11 @@ def mapping_line(mapping: Mapping, address: str | None) -> str:
             f"({method_name(mapping.method)})")
 
 
+def ipv6_note(family: int) -> str:
+    """C{", IPv6"} after a method's name, for what an IPv6 router did."""
+    return ", IPv6" if family == 6 else ""
+
+
 def spec_name(spec: MappingSpec | None) -> str:
     return f"{spec.protocol}:{spec.internal_port}" if spec is not None else "?"
 
@@ -161,7 +166,7 @@ class EventReport:
             "mapping failed": f"{name}: {event.error}",
             "removed": (f"let go of {spec_name(spec)}"
                         if m is not None and m.lifetime > 0 else f"deleted {spec_name(spec)}")
-                       + (f" ({method_name(previous.method)}{', IPv6' if six else ''})"
+                       + (f" ({method_name(previous.method)}{ipv6_note(event.family)})"
                           if previous is not None else (" (IPv6)" if six else ""))
                        + (f": the gateway keeps it {m.lifetime} s more"
                           if m is not None and m.lifetime > 0 else ""),

@@ -9,7 +9,6 @@ C{internal_port} of 0 means "pick a free local port") and the options of that co
 from __future__ import annotations
 
 import argparse
-import re
 from typing import Any, NoReturn, Sequence
 
 from .. import __version__
@@ -22,6 +21,7 @@ from .._spec import (
     is_ascii_number,
     parse_gateway,
     parse_lifetime,
+    parse_seconds,
     parse_spec,
 )
 
@@ -94,8 +94,6 @@ METHOD_CHOICES = ("auto", "pcp", "natpmp", "upnp")
 #: Seconds a command run by C{natpmp run} has to end after a signal before it gets SIGKILL.
 DEFAULT_GRACE = 5.0
 
-_SECONDS = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)\Z")
-
 
 class _Parser(argparse.ArgumentParser):
     """The top-level parser; it keeps its subcommands' parsers in C{subcommands}."""
@@ -152,12 +150,11 @@ def _lifetime(text: str) -> int:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def parse_seconds(text: str) -> float:
-    """A positive number of seconds in ASCII digits (C{2}, C{2.5}, C{.5})."""
-    value = float(text) if _SECONDS.match(text) else 0.0
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text!r}")
-    return value
+def _seconds(text: str) -> float:
+    try:
+        return parse_seconds(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _attempts(text: str) -> int:
@@ -224,7 +221,7 @@ def build_parser() -> _Parser:
                                            "reboots) until SIGINT, SIGTERM, SIGHUP or --for "
                                            "runs out, then delete them.")
     hold.add_argument("specs", nargs="+", metavar="SPEC", help=spec_help)
-    hold.add_argument("--for", dest="duration", type=parse_seconds, metavar="SECONDS",
+    hold.add_argument("--for", dest="duration", type=_seconds, metavar="SECONDS",
                       help="stop after this long")
     unmap = commands.add_parser("unmap", parents=[talking, udp], help="delete mappings",
                                 description="Delete mappings this host made.  A PCP mapping can only be "
@@ -243,7 +240,7 @@ def build_parser() -> _Parser:
     run.add_argument("--shell", action="store_true",
                      help="run COMMAND through /bin/sh: one argument is a shell script as it "
                           "is; several are quoted, each stays one word")
-    run.add_argument("--grace", type=parse_seconds, default=DEFAULT_GRACE, metavar="SECONDS",
+    run.add_argument("--grace", type=_seconds, default=DEFAULT_GRACE, metavar="SECONDS",
                      help=f"after a signal, how long COMMAND may take to end before SIGKILL "
                           f"(default {DEFAULT_GRACE:g})")
     commands.add_parser("demo", help="a tour against a gateway double on loopback",

@@ -294,8 +294,8 @@ class GatewayLink:
         else:
             self.log.warn("{what} {gateway} lost its mappings (epoch {received}, expected at "
                           "least {expected:.0f}): re-creating {count} in {delay:.1f} s",
-                          what=self._what(), gateway=self._host(), received=received, expected=expected,
-                          count=self._keepers.count(), delay=delay)
+                          what=self._what(), gateway=self._host(), received=received,
+                          expected=expected, count=self._keepers.count(), delay=delay)
         self._keepers.tell(MappingEvent(EventKind.STATE_LOST,
                                         external_address=self.external_address))
         self._wait(delay)

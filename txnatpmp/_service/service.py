@@ -184,10 +184,6 @@ class MappingService(Service):
         """Where the link to the gateway stands (a L{State}; the first family's)."""
         return self._first.link.state
 
-    def state_for(self, family: int) -> State:
-        """Where the link to C{family}'s gateway stands."""
-        return self._lane(family).link.state
-
     @property
     def mapper(self) -> Mapper | None:
         """The (shared) mapper talking to the gateway, while connected: its C{method} says
