@@ -655,6 +655,8 @@ def _stop_daemon(pid: int, timeout: float = 10) -> None:
     while _running(pid):
         now = time.monotonic()
         if now > deadline:
+            os.kill(pid, signal.SIGKILL)  # so that the next test finds no stale gateway
+            _wait_for(lambda: not _running(pid), 5, f"miniupnpd (pid {pid}) survived SIGKILL")
             raise RuntimeError(f"miniupnpd (pid {pid}) did not stop within {timeout:g} s of SIGTERM")
         if now >= next_signal:
             with contextlib.suppress(ProcessLookupError):
