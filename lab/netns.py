@@ -621,6 +621,18 @@ def eventually(probe: Any, timeout: float = 10, interval: float = 0.05) -> Any:
     return value
 
 
+def let_epoch_advance(agent: Agent, seconds: int = 4) -> None:
+    """
+    Wait until the gateway's epoch is C{seconds} past what it is now, asking through C{agent}
+    (connected).  A daemon whose last exchange was before this call then sees a restart's
+    epoch 0 beyond R18's and P36's 2 s slack, as a reboot.  (The gateway's own age is not
+    enough: a restart within 2 s of a client's last answer is indistinguishable by epoch.)
+    """
+    start = agent.call("address")["epoch"]
+    eventually(lambda: agent.call("address")["epoch"] >= start + seconds,
+               timeout=seconds + 3, interval=0.25)
+
+
 def terminate(daemon: subprocess.Popen[bytes], signum: int = signal.SIGTERM,
               within: float = 10) -> float:
     """
