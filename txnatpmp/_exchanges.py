@@ -152,8 +152,8 @@ class ExchangeQueue(DatagramProtocol, Generic[E]):
             if not self._send_failing:  # said once, not at every retransmission
                 self._send_failing = True
                 self.log.warn(f"Cannot send to {{{self._peer_field}}}: {{error}}; retrying on "
-                              f"schedule", error=error.strerror or error,
-                              **{self._peer_field: self._peer_name})
+                              f"schedule", **{self._peer_field: self._peer_name},
+                              error=error.strerror or error)
             return
         exchange.send_error = None
         if self._send_failing:
