@@ -235,7 +235,7 @@ class NATPMPClient(ExchangeQueue[_Exchange]):
             self.log.debug("Ignored {response}: it answers no request in flight", response=response)
             return
         self.epoch.observe(response.epoch)
-        if exchange is not self._current:  # an epoch observer withdrew it
+        if exchange not in self._inflight:  # an epoch observer withdrew it
             return
         self._finish(exchange, error_for_result(response.result) if response.result
                      else exchange.convert(response))
