@@ -4,18 +4,16 @@ L{NATPMPClient}: a NAT-PMP client as a Twisted C{DatagramProtocol}.
 
 from __future__ import annotations
 
-from collections import deque
 from typing import Any, Callable, TypeVar
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.internet.protocol import DatagramProtocol
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from ._epoch import EpochTracker
+from ._exchanges import Exchange, ExchangeQueue
 from ._reactor import global_reactor
 from ._errors import (
-    ClientStopped,
     DecodeError,
     GatewayTimeout,
     NoLifetimeGranted,
@@ -42,11 +40,11 @@ from ._wire import (
 T = TypeVar("T")
 
 
-class _Exchange:
-    """One request and its transmissions, from queueing to its answer."""
+class _Exchange(Exchange):
+    """One NAT-PMP request and its transmissions, from queueing to its answer."""
 
-    __slots__ = ("request", "data", "schedule", "convert", "deferred", "attempt", "timer",
-                 "started", "granted_nothing", "send_error", "discarded", "discard_reason")
+    __slots__ = ("request", "data", "schedule", "convert", "attempt", "granted_nothing",
+                 "discarded", "discard_reason")
 
     def __init__(
         self,
@@ -55,21 +53,18 @@ class _Exchange:
         convert: Callable[[Response], Any],
         withdraw: Callable[[_Exchange], None],
     ) -> None:
+        super().__init__(withdraw)
         self.request = request
         self.data = encode(request)
         self.schedule = schedule
         self.convert = convert  # the response into what the caller gets
-        self.deferred: Deferred[Any] = Deferred(lambda _: withdraw(self))
         self.attempt = 0
-        self.timer: IDelayedCall | None = None
-        self.started = 0.0
         self.granted_nothing = False  # saw a success with lifetime 0 (not an answer, see R06)
-        self.send_error: OSError | None = None  # the last transmission could not be sent
         self.discarded = 0  # malformed datagrams from the gateway while in flight
         self.discard_reason: str | None = None
 
 
-class NATPMPClient(DatagramProtocol):
+class NATPMPClient(ExchangeQueue[_Exchange]):
     """
     Talks NAT-PMP to one gateway.
 
@@ -106,22 +101,19 @@ class NATPMPClient(DatagramProtocol):
         self.gateway = check_gateway(gateway, gateway_port)
         if reactor is None:
             reactor = global_reactor()
-        self._clock: IReactorTime = reactor
+        super().__init__(reactor)
+        self._peer_name = self.gateway[0]
         self.schedule = schedule
         self.delete_schedule = delete_schedule
         self.epoch = EpochTracker(reactor.seconds)
-        self._queue: deque[_Exchange] = deque()
-        self._current: _Exchange | None = None
-        self.last_heard: float | None = None
-        self._send_failing = False
 
     def __repr__(self) -> str:
         return f"<NATPMPClient for {self.gateway[0]}:{self.gateway[1]}>"
 
     @property
-    def pending(self) -> int:
-        """How many requests are waiting or in flight."""
-        return len(self._queue) + (self._current is not None)
+    def _current(self) -> _Exchange | None:
+        """The request in flight: one at a time (R08)."""
+        return self._inflight[0] if self._inflight else None
 
     # Public requests
 
@@ -173,27 +165,6 @@ class NATPMPClient(DatagramProtocol):
         """
         return self._submit(MappingRequest(check_protocol(protocol), 0, 0, 0), _mapping)
 
-    # DatagramProtocol
-
-    def startProtocol(self) -> None:
-        self._send_next()
-
-    def stopProtocol(self) -> None:
-        waiting = list(self._queue)
-        self._queue.clear()
-        if self._current is not None:
-            waiting.insert(0, self._current)
-            self._stop_timer(self._current)
-            self._current = None
-        for exchange in waiting:
-            exchange.deferred.errback(ClientStopped("the client stopped listening"))
-
-    def datagramReceived(self, data: bytes, addr: Any) -> None:
-        try:
-            self._receive(data, addr)
-        except Exception:
-            self.log.failure("Unexpected error handling a datagram from {source}", source=addr)
-
     # The queue
 
     def _submit(
@@ -204,39 +175,20 @@ class NATPMPClient(DatagramProtocol):
     ) -> Deferred[T]:
         if schedule is None:
             schedule = self.delete_schedule if is_delete(request) else self.schedule
-        exchange = _Exchange(request, schedule, convert, self._withdraw)
-        self._queue.append(exchange)
-        self._send_next()
-        return exchange.deferred
-
-    def _send_next(self) -> None:
-        if self._current is not None or self.transport is None or not self._queue:
-            return
-        self._current = self._queue.popleft()
-        self._current.started = self._clock.seconds()
-        self._transmit(self._current)
+        return self._enqueue(_Exchange(request, schedule, convert, self._withdraw))
 
     def _transmit(self, exchange: _Exchange) -> None:
-        assert self.transport is not None
         wait = exchange.schedule.wait_after(exchange.attempt)
         exchange.attempt += 1
         # The timer first: a transport may deliver the answer before write() returns.
         exchange.timer = self._clock.callLater(wait, self._no_answer, exchange)
         # No log event per transmission: Twisted builds and publishes every event, even at debug
         # level, and that was an eighth of a request's cost.  Retransmissions are logged.
-        try:
-            self.transport.write(exchange.data, self.gateway)
-        except OSError as error:  # link down, no route: a lost transmission
-            exchange.send_error = error
-            if not self._send_failing:
-                self._send_failing = True
-                self.log.warn("Cannot send to {host}: {error}; retrying on schedule",
-                              host=self.gateway[0], error=error.strerror or error)
-            return
-        exchange.send_error = None
-        if self._send_failing:
-            self._send_failing = False
-            self.log.info("Sending to {host} works again", host=self.gateway[0])
+        self._send(exchange)
+
+    def _write(self, exchange: _Exchange) -> None:
+        assert self.transport is not None
+        self.transport.write(exchange.data, self.gateway)
 
     def _no_answer(self, exchange: _Exchange) -> None:
         exchange.timer = None
@@ -256,39 +208,11 @@ class NATPMPClient(DatagramProtocol):
             self._finish(exchange, NoLifetimeGranted(
                 f"{self.gateway[0]} answered {exchange.request} only with lifetime 0"))
         else:
-            heard = self.last_heard
             self._finish(exchange, GatewayTimeout(
-                self.gateway, exchange.attempt, waited,
-                last_heard=None if heard is None else self._clock.seconds() - heard,
+                self.gateway, exchange.attempt, waited, last_heard=self._silence(),
                 discarded=exchange.discarded, discard_reason=exchange.discard_reason,
                 send_error=exchange.send_error,
             ))
-
-    def _withdraw(self, exchange: _Exchange) -> None:
-        """The caller cancelled: forget the request wherever it is."""
-        if exchange is self._current:
-            self._finish(exchange, None)
-        elif exchange in self._queue:
-            self._queue.remove(exchange)
-
-    def _finish(self, exchange: _Exchange, outcome: Response | Exception | None) -> None:
-        """
-        Take C{exchange} out of flight, fire its Deferred with C{outcome} (nothing when it was
-        cancelled), then send the next request.
-        """
-        self._stop_timer(exchange)
-        self._current = None
-        if isinstance(outcome, Exception):
-            exchange.deferred.errback(outcome)
-        elif outcome is not None:
-            exchange.deferred.callback(exchange.convert(outcome))
-        self._send_next()
-
-    @staticmethod
-    def _stop_timer(exchange: _Exchange) -> None:
-        if exchange.timer is not None and exchange.timer.active():
-            exchange.timer.cancel()
-        exchange.timer = None
 
     def _receive(self, data: bytes, source: Any) -> None:
         if tuple(source) != self.gateway:
@@ -311,9 +235,10 @@ class NATPMPClient(DatagramProtocol):
             self.log.debug("Ignored {response}: it answers no request in flight", response=response)
             return
         self.epoch.observe(response.epoch)
-        if exchange is not self._current:  # an epoch observer withdrew it
+        if exchange not in self._inflight:  # an epoch observer withdrew it
             return
-        self._finish(exchange, error_for_result(response.result) if response.result else response)
+        self._finish(exchange, error_for_result(response.result) if response.result
+                     else exchange.convert(response))
 
 
 def _grants_nothing(request: Request, response: Response) -> bool:

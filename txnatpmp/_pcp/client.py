@@ -8,17 +8,14 @@ import ipaddress
 import random
 import secrets
 import socket
-from collections import deque
 from typing import Any, Callable, Literal, Union
 
 from attrs import evolve
 from twisted.internet.defer import Deferred, fail
-from twisted.internet.interfaces import IDelayedCall, IListeningPort, IReactorTime, IReactorUDP
-from twisted.internet.protocol import DatagramProtocol
+from twisted.internet.interfaces import IListeningPort, IReactorTime, IReactorUDP
 from twisted.logger import Logger
 
 from .._errors import (
-    ClientStopped,
     DecodeError,
     GatewayTimeout,
     OutOfResources,
@@ -26,6 +23,7 @@ from .._errors import (
     UnsupportedVersion,
     pcp_error_for_result,
 )
+from .._exchanges import Exchange, ExchangeQueue
 from .._reactor import global_reactor
 from .._results import Mapping
 from .._source import global_address_toward, is_global_unicast
@@ -72,24 +70,20 @@ SourceObserver = Callable[[str, str], None]
 _PLACEHOLDER = "::"
 
 
-class _Exchange:
-    """One request and its transmissions, from queueing to its answer."""
+class _Exchange(Exchange):
+    """One PCP request and its transmissions, from queueing to its answer."""
 
-    __slots__ = ("kind", "template", "data", "deferred", "sent", "wait", "timer", "started",
-                 "schedule", "send_error")
+    __slots__ = ("kind", "template", "data", "sent", "wait", "schedule")
 
     def __init__(self, kind: Kind, template: Template, schedule: PCPSchedule,
                  withdraw: Callable[[_Exchange], None]) -> None:
+        super().__init__(withdraw)
         self.kind = kind
         self.schedule = schedule
-        self.send_error: OSError | None = None  # the last transmission could not be sent
         self.template = template  # the request without its client address
         self.data: bytes | None = None  # built at the first transmission, then sent unchanged
-        self.deferred: Deferred[Any] = Deferred(lambda _: withdraw(self))
         self.sent = 0
         self.wait: float | None = None  # the last RT drawn
-        self.timer: IDelayedCall | None = None
-        self.started = 0.0
 
     def answered_by(self, response: Response) -> bool:
         """Whether C{response} answers this request (P24)."""
@@ -149,7 +143,7 @@ def source_address_toward(server: Gateway) -> str:
     return _source_toward((server.host, server.port))
 
 
-class PCPClient(DatagramProtocol):
+class PCPClient(ExchangeQueue[_Exchange]):
     """
     Talks PCP to one server.
 
@@ -164,9 +158,12 @@ class PCPClient(DatagramProtocol):
     such a request fails at once with the same error.  A new epoch or L{clear_holds} lifts that.
 
     @ivar epoch: The server's L{PCPEpochTracker}: add an observer to learn when it lost state.
+    @ivar last_heard: The clock's time of the last well-formed datagram from the server, or
+        C{None}.
     """
 
     log = Logger()
+    _peer_field = "server"
 
     def __init__(
         self,
@@ -202,13 +199,12 @@ class PCPClient(DatagramProtocol):
         self._client_address = client_address
         if reactor is None:
             reactor = global_reactor()
-        self._clock: IReactorTime = reactor
+        super().__init__(reactor)
+        self._peer_name = str(self.server)
         self.schedule = schedule
         self._rng = rng if rng is not None else random.Random()
         self.epoch = PCPEpochTracker(reactor.seconds)
         self.epoch.add_observer(self._server_lost_state)
-        self._queue: deque[_Exchange] = deque()
-        self._inflight: list[_Exchange] = []  # oldest first
         #: How many requests may be in flight at once (P41): 1 while the server's version is
         #: unknown (a version-0 reply names no request); more is safe once it speaks PCP.
         self.window = 1
@@ -219,9 +215,6 @@ class PCPClient(DatagramProtocol):
         self._no_new_mappings: tuple[float, ResultError] | None = None
         self._update_observers: list[MappingUpdateObserver] = []
         self._announce_observers: list[AnnounceObserver] = []
-        #: The clock's time of the last well-formed datagram from the server, or C{None}.
-        self.last_heard: float | None = None
-        self._send_failing = False
         self._source_observers: list[SourceObserver] = []
         self._last_source: str | None = None
         self._listener: tuple[IReactorUDP, IListeningPort] | None = None
@@ -230,11 +223,6 @@ class PCPClient(DatagramProtocol):
 
     def __repr__(self) -> str:
         return f"<PCPClient for {self.server}>"
-
-    @property
-    def pending(self) -> int:
-        """How many requests are waiting or in flight."""
-        return len(self._queue) + len(self._inflight)
 
     # Public requests
 
@@ -512,25 +500,10 @@ class PCPClient(DatagramProtocol):
 
     # DatagramProtocol
 
-    def startProtocol(self) -> None:
-        self._send_next()
-
     def stopProtocol(self) -> None:
         if self._rebinding:  # listening again elsewhere (check_source): keep everything
             return
-        waiting = self._inflight + list(self._queue)
-        self._queue.clear()
-        self._inflight = []
-        for exchange in waiting:
-            self._stop_timer(exchange)
-        for exchange in waiting:
-            exchange.deferred.errback(ClientStopped("the client stopped listening"))
-
-    def datagramReceived(self, data: bytes, addr: Any) -> None:
-        try:
-            self._receive(data, addr)
-        except Exception:
-            self.log.failure("Unexpected error handling a datagram from {source}", source=addr)
+        super().stopProtocol()
 
     # The queue
 
@@ -554,18 +527,11 @@ class PCPClient(DatagramProtocol):
             if self._clock.seconds() < held[0]:
                 return self._refused(held[1], held[0])
             del self._holds[template]
-        exchange = _Exchange(kind, template, schedule or self.schedule, self._withdraw)
-        self._queue.append(exchange)
-        self._send_next()
-        return exchange.deferred
+        return self._enqueue(_Exchange(kind, template, schedule or self.schedule,
+                                       self._withdraw))
 
-    def _send_next(self) -> None:
-        while (len(self._inflight) < self.window and self.transport is not None
-               and self._queue and not self._rebinding):
-            exchange = self._queue.popleft()
-            self._inflight.append(exchange)
-            exchange.started = self._clock.seconds()
-            self._transmit(exchange)
+    def _may_send(self) -> bool:
+        return self.transport is not None and not self._rebinding  # see check_source
 
     def _transmit(self, exchange: _Exchange) -> None:
         exchange.wait = exchange.schedule.next_wait(exchange.wait, self._rng)
@@ -574,34 +540,23 @@ class PCPClient(DatagramProtocol):
         # The timer first: a transport may deliver the answer before write() returns.
         exchange.timer = self._clock.callLater(
             exchange.schedule.cut(exchange.wait, elapsed), self._no_answer, exchange)
-        try:
-            if self.transport is None or self._rebinding:  # see check_source
-                raise OSError("listening again on a new address")
-            if exchange.data is None:
-                source = self.source_address
-                self._last_source = source
-                exchange.data = encode(evolve(exchange.template, client_address=source))
-            self.transport.write(exchange.data, self.destination)  # type: ignore[arg-type]
-        except OSError as error:  # no route, link down: a lost transmission (P39)
-            exchange.send_error = error
-            if not self._send_failing:  # said once, not at every retransmission
-                self._send_failing = True
-                self.log.warn("Cannot send to {server}: {error}; retrying on schedule",
-                              server=str(self.server), error=error.strerror or error)
-            return
-        exchange.send_error = None
-        if self._send_failing:
-            self._send_failing = False
-            self.log.info("Sending to {server} works again", server=str(self.server))
+        self._send(exchange)  # an OSError is a lost transmission (P39)
+
+    def _write(self, exchange: _Exchange) -> None:
+        if self.transport is None or self._rebinding:  # see check_source
+            raise OSError("listening again on a new address")
+        if exchange.data is None:
+            source = self.source_address  # no route: an OSError, a lost transmission too
+            self._last_source = source
+            exchange.data = encode(evolve(exchange.template, client_address=source))
+        self.transport.write(exchange.data, self.destination)  # type: ignore[arg-type]
 
     def _no_answer(self, exchange: _Exchange) -> None:
         exchange.timer = None
         waited = self._clock.seconds() - exchange.started
         if exchange.schedule.exhausted(exchange.sent, waited):
-            heard = self.last_heard
             self._finish(exchange, GatewayTimeout(
-                self.server, exchange.sent, waited, "PCP",
-                last_heard=None if heard is None else self._clock.seconds() - heard,
+                self.server, exchange.sent, waited, "PCP", last_heard=self._silence(),
                 send_error=exchange.send_error))
             return
         self.log.info(
@@ -610,33 +565,6 @@ class PCPClient(DatagramProtocol):
             retransmit=True,
         )
         self._transmit(exchange)
-
-    def _withdraw(self, exchange: _Exchange) -> None:
-        """The caller cancelled: forget the request wherever it is."""
-        if exchange in self._inflight:
-            self._finish(exchange, None)
-        elif exchange in self._queue:
-            self._queue.remove(exchange)
-
-    def _finish(self, exchange: _Exchange, outcome: object) -> None:
-        """
-        Take C{exchange} out of flight, fire its Deferred with C{outcome} (nothing when it was
-        cancelled), then send the next request.
-        """
-        self._stop_timer(exchange)
-        if exchange in self._inflight:
-            self._inflight.remove(exchange)
-        if isinstance(outcome, Exception):
-            exchange.deferred.errback(outcome)
-        elif outcome is not None:
-            exchange.deferred.callback(outcome)
-        self._send_next()
-
-    @staticmethod
-    def _stop_timer(exchange: _Exchange) -> None:
-        if exchange.timer is not None and exchange.timer.active():
-            exchange.timer.cancel()
-        exchange.timer = None
 
     # Responses
 
