@@ -14,6 +14,7 @@ from typing import Any
 import attrs
 import pytest
 from twisted.internet.task import Clock
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from txnatpmp import (
@@ -199,3 +200,33 @@ def test_P08_no_global_address_is_a_clear_error(monkeypatch: pytest.MonkeyPatch,
 def test_P48_natpmp_is_never_sent_over_ipv6(gateway: str) -> None:
     with pytest.raises(ValueError, match="must be an IPv4 address"):
         NATPMPClient(gateway, reactor=Clock())
+
+
+def test_P47_logs_name_a_link_local_server_with_its_zone() -> None:
+    """Every interface has its own fe80::1: a log line names which one."""
+    assert PCPClient("fe80::1%lo", reactor=Clock()).host == "fe80::1%lo"
+    assert PCPClient("fe80::1", reactor=Clock(), scope_id=1).host == "fe80::1%lo"
+    assert PCPClient("2001:db8:100::1", reactor=Clock()).host == "2001:db8:100::1"
+    assert PCPClient("198.51.100.1", reactor=Clock()).host == "198.51.100.1"
+
+
+class SilentRouter(SynchronousTestCase):
+    """A link-local router that answers nothing."""
+
+    def test_P47_no_answer_names_the_routers_zone(self) -> None:
+        events: list[Any] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        clock = Clock()
+        network = MemoryNetwork(clock)
+        gateway = FakeGateway(clock, external_address=GUA, pcp=True)
+        gateway.online = False
+        network.attach(gateway, SERVER)
+        self.patch(pcp_client, "global_address_toward", lambda server: GUA)
+        client = PCPClient(ROUTER6.host, reactor=network.host(GUA), scope_id=SCOPE)
+        client.listen(network.host(GUA))  # type: ignore[arg-type]
+        client.map_port("tcp", 60000).addErrback(lambda _: None)
+        clock.advance(5)  # past the first retransmission (about 3 s, P39)
+        logged = [formatEvent(event) for event in events]
+        self.assertIn("no answer from fe80::1%eth0 yet, retrying, attempt 2", logged)
+        self.assertEqual(repr(client), "<PCPClient for [fe80::1%eth0]:5351>")

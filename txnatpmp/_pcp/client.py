@@ -133,6 +133,20 @@ def _scope_of(host: str, scope_id: int) -> int:
     return index
 
 
+def _zoned(address: str, given: str, scope_id: int) -> str:
+    """C{address} with its zone for a link-local server: as given (C{fe80::1%eth0}), else the
+    interface's name for C{scope_id}, else the index."""
+    if not scope_id:
+        return address
+    zone = given.partition("%")[2]
+    if not zone:
+        try:
+            zone = socket.if_indextoname(scope_id)
+        except OSError:
+            zone = str(scope_id)
+    return f"{address}%{zone}"
+
+
 def source_address_toward(server: Gateway) -> str:
     """
     The address the kernel sends from toward C{server} (P06): a throwaway UDP socket is
@@ -200,7 +214,10 @@ class PCPClient(ExchangeQueue[_Exchange]):
         if reactor is None:
             reactor = global_reactor()
         super().__init__(reactor)
-        self._peer_name = str(self.server)
+        #: The server as the log names it: with its zone when link-local (fe80::1%eth0), since
+        #: every interface has its own fe80::1.
+        self.host = _zoned(self.server.host, server, self.scope_id)
+        self._peer_name = str(Gateway(self.host, self.server.port))
         self.schedule = schedule
         self._rng = rng if rng is not None else random.Random()
         self.epoch = PCPEpochTracker(reactor.seconds)
@@ -222,7 +239,7 @@ class PCPClient(ExchangeQueue[_Exchange]):
         self._lookup_failing = False
 
     def __repr__(self) -> str:
-        return f"<PCPClient for {self.server}>"
+        return f"<PCPClient for {self._peer_name}>"
 
     # Public requests
 
@@ -410,16 +427,16 @@ class PCPClient(ExchangeQueue[_Exchange]):
             if not self._lookup_failing:  # said once until it works again
                 self._lookup_failing = True
                 self.log.warn("Could not look up this host's address toward {server}: {error}",
-                              server=self.server.host, error=error)
+                              server=self.host, error=error)
             return None
         if self._lookup_failing:
             self._lookup_failing = False
             self.log.info("This host has an address toward {server} again: {address}",
-                          server=self.server.host, address=new)
+                          server=self.host, address=new)
         if new == old:
             return None
         self.log.debug("The address toward {server} changed from {old} to {new}",
-                       server=self.server.host, old=old, new=new)
+                       server=self.host, old=old, new=new)
         self._last_source = new
         for exchange in self._inflight:
             exchange.data = None  # rebuilt with the new address at its next transmission
@@ -561,7 +578,7 @@ class PCPClient(ExchangeQueue[_Exchange]):
             return
         self.log.info(
             "no answer from {host} yet, retrying, attempt {attempt}",
-            host=self.server.host, attempt=exchange.sent + 1, request=exchange.template,
+            host=self.host, attempt=exchange.sent + 1, request=exchange.template,
             retransmit=True,
         )
         self._transmit(exchange)
@@ -627,10 +644,10 @@ class PCPClient(ExchangeQueue[_Exchange]):
         error = UnsupportedVersion(protocol="pcp", lifetime=response.lifetime,
                                    server_version=response.version)
         if response.version == NATPMP_VERSION:
-            self.log.info("{host} speaks NAT-PMP only", host=self.server.host)
+            self.log.info("{host} speaks NAT-PMP only", host=self.host)
         else:  # P42: no version left to try
             self.log.warn("{host} speaks PCP version {version} only; will not ask again "
-                          "for 30 minutes", host=self.server.host, version=response.version)
+                          "for 30 minutes", host=self.host, version=response.version)
             self._hold(exchange, error, LONG_ERROR_HOLD)
         return error
 
@@ -695,7 +712,7 @@ class PCPClient(ExchangeQueue[_Exchange]):
             self.log.debug("Ignored {response}: no update", response=response)
             return
         self.epoch.observe(response.epoch)
-        self.log.info("{host} updated {protocol}:{port}: {current}", host=self.server.host,
+        self.log.info("{host} updated {protocol}:{port}: {current}", host=self.host,
                       protocol=key[0], port=key[1], current=current)
         for observer in list(self._update_observers):
             observer(previous, current)
