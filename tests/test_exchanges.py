@@ -31,11 +31,9 @@ class _Ask(Exchange):
 class _EchoClient(ExchangeQueue[_Ask]):
     """Sends each request every second until the peer echoes its bytes back."""
 
-    _peer_field = "peer"
-
-    def __init__(self, clock: Clock) -> None:
-        super().__init__(clock)
-        self._peer_name = PEER[0]
+    def __init__(self, clock: Clock, window: int = 1) -> None:
+        super().__init__(clock, "peer", PEER[0])
+        self._window = window
         self.broken = False
 
     def ask(self, data: bytes) -> Deferred[Any]:
@@ -92,7 +90,7 @@ class ExchangeQueueTests(SynchronousTestCase):
         self.assertEqual(self.client.pending, 1)
 
     def test_the_window_bounds_what_is_in_flight(self) -> None:
-        self.client.window = 2
+        self.client = _EchoClient(self.clock, window=2)
         self.listen()
         answers = [self.client.ask(data) for data in (b"a", b"b", b"c")]
         self.assertEqual(self.sent(), [b"a", b"b"])
@@ -115,7 +113,7 @@ class ExchangeQueueTests(SynchronousTestCase):
         self.assertNoResult(third)
 
     def test_stopping_fails_everything_oldest_first_and_leaves_no_timer(self) -> None:
-        self.client.window = 2
+        self.client = _EchoClient(self.clock, window=2)
         self.listen()
         order: list[bytes] = []
         for data in (b"a", b"b", b"c"):
@@ -124,6 +122,26 @@ class ExchangeQueueTests(SynchronousTestCase):
         self.network.detach(CLIENT)
         self.assertEqual(order, [b"a", b"b", b"c"])
         self.assertEqual((self.client.pending, self.clock.getDelayedCalls()), (0, []))
+
+    def test_a_request_cancelled_by_another_ones_errback_at_stop_fails_once(self) -> None:
+        """A caller's errback may cancel a request that is still to be failed: it ends
+        cancelled, and the stop goes on (an AlreadyCalledError would leave the port open)."""
+        self.listen()
+        first, second = self.client.ask(b"a"), self.client.ask(b"b")
+        ended: list[type] = []
+        second.addErrback(lambda failure: ended.append(failure.type))
+        first.addErrback(lambda failure: (ended.append(failure.type), second.cancel()))
+        self.network.detach(CLIENT)
+        self.assertEqual(ended, [ClientStopped, CancelledError])
+        self.assertEqual((self.client.pending, self.clock.getDelayedCalls()), (0, []))
+
+    def test_an_abstract_client_cannot_be_made(self) -> None:
+        class _Half(ExchangeQueue[_Ask]):
+            def _transmit(self, exchange: _Ask) -> None:
+                pass
+
+        with self.assertRaises(TypeError):
+            _Half(self.clock, "peer", PEER[0])  # type: ignore[abstract]
 
     def test_a_send_error_is_a_lost_transmission_said_once(self) -> None:
         self.listen()

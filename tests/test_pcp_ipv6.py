@@ -13,6 +13,7 @@ from typing import Any
 
 import attrs
 import pytest
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
@@ -22,6 +23,7 @@ from txnatpmp import (
     Mapping,
     NATPMPClient,
     PCPClient,
+    PCPSchedule,
     Router6,
 )
 import txnatpmp._pcp.client as pcp_client
@@ -119,6 +121,25 @@ class Pinholes(SynchronousTestCase):
         self.assertEqual(self.client.source_address, NEW_GUA)
         self.assertEqual([address for address, _port in self.network.bound(GUA)], [NEW_GUA])
 
+    def test_P08_requests_made_while_listening_again_go_out_once(self) -> None:
+        """Those queued while the old port closes are sent when the new one opens: once each,
+        not again by the retransmission of what was stranded in flight."""
+        self.client.window = 2
+        self.successResultOf(self._mapped())
+        closing: Deferred[None] = Deferred()
+        close = self.port.stopListening
+        self.port.stopListening = lambda: (close(), closing)[1]  # type: ignore[method-assign]
+        self.global_address = NEW_GUA
+        self.assertEqual(self.client.check_source(), NEW_GUA)
+        answers = [self.client.map_port("tcp", port, lifetime=600) for port in (60020, 60021)]
+        self.assertEqual(len(self.requests()), 1)  # the first mapping only: nothing sent yet
+        closing.callback(None)
+        self.clock.advance(0)
+        sent = [(source[0], request.internal_port) for source, request in self.requests()[1:]]
+        self.assertEqual(sent, [(NEW_GUA, 60020), (NEW_GUA, 60021)])
+        for answer in answers:
+            self.assertEqual(self.successResultOf(answer).external_address, NEW_GUA)
+
     def test_source_observers_can_be_removed(self) -> None:
         changes: list[Any] = []
         self.client.add_source_observer(changes.append)  # type: ignore[arg-type]
@@ -203,9 +224,12 @@ def test_P48_natpmp_is_never_sent_over_ipv6(gateway: str) -> None:
 
 
 def test_P47_logs_name_a_link_local_server_with_its_zone() -> None:
-    """Every interface has its own fe80::1: a log line names which one."""
+    """Every interface has its own fe80::1: a log line names the one requests go out on."""
     assert PCPClient("fe80::1%lo", reactor=Clock()).host == "fe80::1%lo"
+    assert PCPClient("fe80::1%1", reactor=Clock()).host == "fe80::1%1"
     assert PCPClient("fe80::1", reactor=Clock(), scope_id=1).host == "fe80::1%lo"
+    assert PCPClient("fe80::1%no-such0", reactor=Clock(), scope_id=1).host == "fe80::1%lo"
+    assert PCPClient("fe80::1", reactor=Clock(), scope_id=4000).host == "fe80::1%4000"
     assert PCPClient("2001:db8:100::1", reactor=Clock()).host == "2001:db8:100::1"
     assert PCPClient("198.51.100.1", reactor=Clock()).host == "198.51.100.1"
 
@@ -223,10 +247,13 @@ class SilentRouter(SynchronousTestCase):
         gateway.online = False
         network.attach(gateway, SERVER)
         self.patch(pcp_client, "global_address_toward", lambda server: GUA)
-        client = PCPClient(ROUTER6.host, reactor=network.host(GUA), scope_id=SCOPE)
+        client = PCPClient("fe80::1%lo", reactor=network.host(GUA),
+                           schedule=PCPSchedule(initial=1, max_count=2))
         client.listen(network.host(GUA))  # type: ignore[arg-type]
-        client.map_port("tcp", 60000).addErrback(lambda _: None)
-        clock.advance(5)  # past the first retransmission (about 3 s, P39)
+        failed: list[Any] = []
+        client.map_port("tcp", 60000).addErrback(failed.append)
+        clock.pump([1] * 10)
         logged = [formatEvent(event) for event in events]
-        self.assertIn("no answer from fe80::1%eth0 yet, retrying, attempt 2", logged)
-        self.assertEqual(repr(client), "<PCPClient for [fe80::1%eth0]:5351>")
+        self.assertIn("no answer from fe80::1%lo yet, retrying, attempt 2", logged)
+        self.assertEqual(repr(client), "<PCPClient for [fe80::1%lo]:5351>")
+        self.assertIn("no answer from [fe80::1%lo]:5351 after 2 attempts", str(failed[0].value))

@@ -101,8 +101,7 @@ class NATPMPClient(ExchangeQueue[_Exchange]):
         self.gateway = check_gateway(gateway, gateway_port)
         if reactor is None:
             reactor = global_reactor()
-        super().__init__(reactor)
-        self._peer_name = self.gateway[0]
+        super().__init__(reactor, "host", self.gateway[0])  # one request in flight (R08)
         self.schedule = schedule
         self.delete_schedule = delete_schedule
         self.epoch = EpochTracker(reactor.seconds)

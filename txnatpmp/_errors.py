@@ -56,7 +56,9 @@ class GatewayTimeout(NATPMPError):
         self.last_heard = last_heard
         self.discarded = discarded
         self.send_error = send_error
-        text = f"no answer from {gateway[0]}:{gateway[1]} after {attempts} attempts over {waited:.2f} s"
+        host, port = gateway
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        text = f"no answer from {where} after {attempts} attempts over {waited:.2f} s"
         if send_error is not None:
             text += f"; sending failed: {send_error.strerror or send_error}"
         elif discarded:

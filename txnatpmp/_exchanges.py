@@ -7,7 +7,8 @@ the caller cancels, fail everything with L{ClientStopped} when the port stops, t
 raises C{OSError} as a lost transmission (said once until sending works again), and never raise
 out of C{datagramReceived}.  That lives here; what each protocol does differently (when to
 retransmit and give up, which datagram answers which request, what the caller gets) stays in the
-client, behind two methods it provides: C{_transmit} and C{_receive}.
+client, behind the abstract methods C{_transmit}, C{_write} and C{_receive} (and C{_may_send},
+which a client may narrow).
 
 It is a base class rather than a helper object the client owns: the queue calls into the client
 at every step (transmit, receive, the transport, the logger with the client's namespace), so a
@@ -17,8 +18,9 @@ object hop on the path that C{bench/overhead.py} measures.
 
 from __future__ import annotations
 
+from abc import ABCMeta, abstractmethod
 from collections import deque
-from typing import Any, Callable, ClassVar, Generic, TypeVar
+from typing import Any, Callable, Generic, TypeVar
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -49,12 +51,12 @@ class Exchange:
 E = TypeVar("E", bound=Exchange)
 
 
-class ExchangeQueue(DatagramProtocol, Generic[E]):
+class ExchangeQueue(DatagramProtocol, Generic[E], metaclass=ABCMeta):
     """
-    A C{DatagramProtocol} that sends queued requests, oldest first, up to L{window} at a time.
+    A C{DatagramProtocol} that sends queued requests, oldest first, up to C{_window} at a time
+    (1 unless the client raises it).
 
-    A subclass sets L{_peer_field} and L{_peer_name} (how its log events name the other end),
-    implements C{_transmit(exchange)} (arm the timer, then L{_send}) and
+    A subclass implements C{_transmit(exchange)} (arm the timer, then L{_send}), C{_write} and
     C{_receive(data, source)}, and ends an exchange with L{_finish}.
 
     @ivar last_heard: The clock's time of the last well-formed datagram from the peer, or
@@ -63,16 +65,16 @@ class ExchangeQueue(DatagramProtocol, Generic[E]):
 
     log = Logger()
 
-    #: How many requests may be in flight at once.
-    window = 1
-
-    #: The log field naming the peer in send events: each client keeps its own (C{host},
-    #: C{server}), so the events read as they always did.
-    _peer_field: ClassVar[str] = "host"
-    _peer_name: str
-
-    def __init__(self, clock: IReactorTime) -> None:
+    def __init__(self, clock: IReactorTime, peer_field: str, peer_name: str) -> None:
+        """
+        @param peer_field: The log field naming the other end in send events (C{host},
+            C{server}): each client keeps its own, so its events read as they always did.
+        @param peer_name: Its value.
+        """
         self._clock = clock
+        self._peer_field = peer_field
+        self._peer_name = peer_name
+        self._window = 1
         self._queue: deque[E] = deque()
         self._inflight: list[E] = []  # oldest first
         self.last_heard: float | None = None
@@ -95,7 +97,8 @@ class ExchangeQueue(DatagramProtocol, Generic[E]):
         for exchange in waiting:
             self._stop_timer(exchange)
         for exchange in waiting:
-            exchange.deferred.errback(ClientStopped("the client stopped listening"))
+            if not exchange.deferred.called:  # a caller's errback may have cancelled it
+                exchange.deferred.errback(ClientStopped("the client stopped listening"))
 
     def datagramReceived(self, data: bytes, addr: Any) -> None:
         try:
@@ -105,21 +108,21 @@ class ExchangeQueue(DatagramProtocol, Generic[E]):
 
     # What each client provides
 
+    @abstractmethod
     def _transmit(self, exchange: E) -> None:
         """Send C{exchange}'s request once more (the first time too) and arm its timer."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _write(self, exchange: E) -> None:
         """
         Hand C{exchange}'s datagram to the transport.
 
         @raise OSError: when it cannot be sent.
         """
-        raise NotImplementedError
 
+    @abstractmethod
     def _receive(self, data: bytes, source: Any) -> None:
         """Handle a datagram; an exception is logged, never raised to the transport."""
-        raise NotImplementedError
 
     def _may_send(self) -> bool:
         """Whether requests may leave the queue now: while the client listens."""
@@ -134,7 +137,7 @@ class ExchangeQueue(DatagramProtocol, Generic[E]):
         return exchange.deferred
 
     def _send_next(self) -> None:
-        while self._queue and len(self._inflight) < self.window and self._may_send():
+        while self._queue and len(self._inflight) < self._window and self._may_send():
             exchange = self._queue.popleft()
             self._inflight.append(exchange)
             exchange.started = self._clock.seconds()

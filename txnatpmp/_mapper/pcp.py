@@ -57,7 +57,8 @@ class PCPMapper:
         """
         self.client = client
         client.window = WINDOW  # it speaks PCP: answers name their requests (P41)
-        self.gateway = gateway if gateway is not None else Gateway(*client.server)
+        self.gateway = (gateway if gateway is not None
+                        else Gateway(client.host, client.server.port))
         self._give_up_after = give_up_after
 
     def __repr__(self) -> str:

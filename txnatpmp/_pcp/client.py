@@ -134,17 +134,23 @@ def _scope_of(host: str, scope_id: int) -> int:
 
 
 def _zoned(address: str, given: str, scope_id: int) -> str:
-    """C{address} with its zone for a link-local server: as given (C{fe80::1%eth0}), else the
-    interface's name for C{scope_id}, else the index."""
+    """
+    C{address} with the zone requests really go out on, for a link-local server: the zone as
+    given (C{fe80::1%eth0}) when it names C{scope_id}, else that interface's name, else its
+    index.
+    """
     if not scope_id:
         return address
     zone = given.partition("%")[2]
-    if not zone:
-        try:
-            zone = socket.if_indextoname(scope_id)
-        except OSError:
-            zone = str(scope_id)
-    return f"{address}%{zone}"
+    try:
+        if zone and _scope_of(given, 0) == scope_id:
+            return f"{address}%{zone}"
+    except ValueError:
+        pass  # a zone that names no interface: the scope id says which
+    try:
+        return f"{address}%{socket.if_indextoname(scope_id)}"
+    except OSError:
+        return f"{address}%{scope_id}"
 
 
 def source_address_toward(server: Gateway) -> str:
@@ -213,18 +219,14 @@ class PCPClient(ExchangeQueue[_Exchange]):
         self._client_address = client_address
         if reactor is None:
             reactor = global_reactor()
-        super().__init__(reactor)
         #: The server as the log names it: with its zone when link-local (fe80::1%eth0), since
         #: every interface has its own fe80::1.
         self.host = _zoned(self.server.host, server, self.scope_id)
-        self._peer_name = str(Gateway(self.host, self.server.port))
+        super().__init__(reactor, "server", str(Gateway(self.host, self.server.port)))
         self.schedule = schedule
         self._rng = rng if rng is not None else random.Random()
         self.epoch = PCPEpochTracker(reactor.seconds)
         self.epoch.add_observer(self._server_lost_state)
-        #: How many requests may be in flight at once (P41): 1 while the server's version is
-        #: unknown (a version-0 reply names no request); more is safe once it speaks PCP.
-        self.window = 1
         self._nonces: dict[tuple[str, int], bytes] = {}
         self._lifetimes: dict[tuple[str, int], int] = {}
         self._mappings: dict[tuple[str, int], Mapping] = {}
@@ -240,6 +242,22 @@ class PCPClient(ExchangeQueue[_Exchange]):
 
     def __repr__(self) -> str:
         return f"<PCPClient for {self._peer_name}>"
+
+    @property
+    def window(self) -> int:
+        """
+        How many requests may be in flight at once (P41): 1 while the server's version is
+        unknown (a version-0 reply names no request); more is safe once it speaks PCP.  Raising
+        it sends waiting requests at once.
+        """
+        return self._window
+
+    @window.setter
+    def window(self, size: int) -> None:
+        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+            raise ValueError(f"the window must be a whole number from 1, not {size!r}")
+        self._window = size
+        self._send_next()
 
     # Public requests
 
@@ -458,16 +476,18 @@ class PCPClient(ExchangeQueue[_Exchange]):
 
         def listen_again(_: object) -> None:
             self._rebinding = False
+            stranded = list(self._inflight)  # their last transmissions left from the old address
             try:
-                self.listen(reactor)
+                self.listen(reactor)  # which sends those that waited meanwhile
             except (OSError, ValueError) as error:
                 self.log.warn("Could not listen again: {error}", error=error)
                 self.stopProtocol()
                 return
-            for exchange in list(self._inflight):  # their last transmissions left from the
-                self._stop_timer(exchange)           # old address
-                exchange.data = None
-                self._transmit(exchange)
+            for exchange in stranded:
+                if exchange in self._inflight:
+                    self._stop_timer(exchange)
+                    exchange.data = None
+                    self._transmit(exchange)
             self._send_next()
 
         stopped = port.stopListening()
@@ -573,7 +593,7 @@ class PCPClient(ExchangeQueue[_Exchange]):
         waited = self._clock.seconds() - exchange.started
         if exchange.schedule.exhausted(exchange.sent, waited):
             self._finish(exchange, GatewayTimeout(
-                self.server, exchange.sent, waited, "PCP", last_heard=self._silence(),
+                Gateway(self.host, self.server.port), exchange.sent, waited, "PCP", last_heard=self._silence(),
                 send_error=exchange.send_error))
             return
         self.log.info(
