@@ -190,13 +190,15 @@ class Lab:
 
     def close(self) -> None:
         """Stop everything and delete the namespaces (their veths go with them)."""
-        self.stop_processes()
-        self.stop_gateway()
-        for name in self.ns.values():
-            _kill_namespace_processes(name)
-            subprocess.run(["ip", "netns", "del", name], capture_output=True)
-        if not self.debug:  # keep the debug log for reading
-            shutil.rmtree(self.workdir, ignore_errors=True)
+        try:
+            self.stop_processes()
+            self.stop_gateway()
+        finally:  # a gateway that would not stop was killed: the namespaces go all the same
+            for name in self.ns.values():
+                _kill_namespace_processes(name)
+                subprocess.run(["ip", "netns", "del", name], capture_output=True)
+            if not self.debug:  # keep the debug log for reading
+                shutil.rmtree(self.workdir, ignore_errors=True)
 
     def stop_processes(self) -> None:
         """Kill the agents and spawned processes that are still running."""
@@ -236,6 +238,8 @@ class Lab:
         if self._pid is None:
             return
         pid, self._pid = self._pid, None
+        if not _running(pid):  # it died earlier: its pid may be another program's by now
+            return
         try:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
@@ -624,9 +628,13 @@ def eventually(probe: Any, timeout: float = 10, interval: float = 0.05) -> Any:
 def let_epoch_advance(agent: Agent, seconds: int = 4) -> None:
     """
     Wait until the gateway's epoch is C{seconds} past what it is now, asking through C{agent}
-    (connected).  A daemon whose last exchange was before this call then sees a restart's
-    epoch 0 beyond R18's and P36's 2 s slack, as a reboot.  (The gateway's own age is not
-    enough: a restart within 2 s of a client's last answer is indistinguishable by epoch.)
+    (connected), so that a client whose last exchange was before this call sees a restart for
+    sure.  A restart's epoch is 0 or 1; with 2 s of slack (R18: below the old epoch plus 7/8 of
+    the time passed, less 2 s; P36: the server's delta plus 2 s below 15/16 of the client's),
+    that takes about 3.5 s since the client's last answer when the gateway was young then, as
+    in a fresh lab (an old gateway's restart is plain at once).  The gateway's age alone was
+    not enough: a client that last heard it 0.9 s into its life (epoch 0), then a restart at
+    3.0 s whose ANNOUNCE said epoch 1 half a second later, is within P36's slack.
     """
     start = agent.call("address")["epoch"]
     eventually(lambda: agent.call("address")["epoch"] >= start + seconds,
@@ -667,7 +675,8 @@ def _stop_daemon(pid: int, timeout: float = 10) -> None:
     while _running(pid):
         now = time.monotonic()
         if now > deadline:
-            os.kill(pid, signal.SIGKILL)  # so that the next test finds no stale gateway
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)  # so that the next test finds no stale gateway
             _wait_for(lambda: not _running(pid), 5, f"miniupnpd (pid {pid}) survived SIGKILL")
             raise RuntimeError(f"miniupnpd (pid {pid}) did not stop within {timeout:g} s of SIGTERM")
         if now >= next_signal:
@@ -677,13 +686,15 @@ def _stop_daemon(pid: int, timeout: float = 10) -> None:
         time.sleep(0.02)
 
 
-def _running(pid: int) -> bool:
-    """Whether C{pid} is a process that has not exited (a zombie waiting to be reaped has)."""
+def _running(pid: int, name: str = "miniupnpd") -> bool:
+    """Whether C{pid} is a C{name} process that has not exited (a zombie waiting to be reaped
+    has; a pid reused by another program is not ours to signal)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except (FileNotFoundError, ProcessLookupError):
         return False
-    return stat.rpartition(")")[2].split()[0] != "Z"
+    command, _, rest = stat.partition("(")[2].rpartition(")")
+    return command == name and rest.split()[0] != "Z"
 
 
 def _wait_for(condition: Any, timeout: float, message: str) -> None:
