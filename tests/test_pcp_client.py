@@ -321,6 +321,19 @@ class Matching(PCPTestCase):
         self.assertEqual(self.gateway.max_outstanding, 1)
         self.assertEqual(len(self.sent()), 20)
 
+    def test_P41_raising_the_window_sends_waiting_requests_at_once(self) -> None:
+        self.gateway.online = False
+        for port in range(9000, 9004):
+            self.client.map_port("tcp", port)
+        self.clock.advance(0)
+        self.assertEqual(len(self.sent()), 1)
+        self.client.window = 3  # it speaks PCP, as a mapper learns (P41)
+        self.assertEqual([r.internal_port for r in self.sent_requests()], [9000, 9001, 9002])
+        for wrong in (0, -1, 1.5, True):
+            with self.assertRaises(ValueError):
+                self.client.window = wrong  # type: ignore[assignment]
+        self.assertEqual(self.client.window, 3)
+
 
 class Retransmission(PCPTestCase):
     def intervals(self) -> list[float]:
