@@ -6,6 +6,7 @@ field, pinholes reported as mappings, and a change of the global address followe
 
 from __future__ import annotations
 
+import errno
 import functools
 import random
 from pathlib import Path
@@ -50,11 +51,18 @@ class Pinholes(SynchronousTestCase):
         self.network.attach(self.gateway, SERVER)
         self.global_address = GUA
         self.patch(pcp_client, "global_address_toward", lambda server: self.global_address)
+        self.patch(pcp_client, "check_assigned", self.check_assigned)
+        self.vanished: set[str] = set()  # addresses this host lost (a link went down)
         self.patch(pcp_client, "_source_toward", lambda server: "fe80::10")  # what the kernel picks
         self.host = self.network.host(GUA)
         self.client = PCPClient(ROUTER6.host, reactor=self.host, rng=random.Random(1),
                                 scope_id=SCOPE)
         self.port = self.client.listen(self.host)  # type: ignore[arg-type]
+
+    def check_assigned(self, address: str) -> None:
+        """The in-memory stand-in for binding a throwaway socket to C{address}."""
+        if address in self.vanished:
+            raise OSError(errno.EADDRNOTAVAIL, f"this host no longer has {address}")
 
     def requests(self) -> list[Any]:
         return [(d.source, decode_request(d.data)) for d in self.network.sent_to(SERVER)]
@@ -139,6 +147,19 @@ class Pinholes(SynchronousTestCase):
         self.assertEqual(sent, [(NEW_GUA, 60020), (NEW_GUA, 60021)])
         for answer in answers:
             self.assertEqual(self.successResultOf(answer).external_address, NEW_GUA)
+
+    def test_P08_nothing_leaves_from_an_address_this_host_lost_until_it_is_back(self) -> None:
+        """A link that went down took the bound address: the renewal waits, it is not sent
+        from an address the router would answer in vain."""
+        mapping = self.successResultOf(self._mapped())
+        self.vanished.add(GUA)
+        renewed = self.client.renew(mapping)
+        self.clock.advance(10)  # the first transmission and two retransmissions, held back
+        self.assertEqual(len(self.requests()), 1)
+        self.vanished.clear()
+        self.clock.advance(20)
+        self.assertEqual(self.successResultOf(renewed).external_address, GUA)
+        self.assertEqual(len(self.requests()), 2)
 
     def test_source_observers_can_be_removed(self) -> None:
         changes: list[Any] = []
@@ -247,6 +268,7 @@ class SilentRouter(SynchronousTestCase):
         gateway.online = False
         network.attach(gateway, SERVER)
         self.patch(pcp_client, "global_address_toward", lambda server: GUA)
+        self.patch(pcp_client, "check_assigned", lambda address: None)
         client = PCPClient("fe80::1%lo", reactor=network.host(GUA),
                            schedule=PCPSchedule(initial=1, max_count=2))
         client.listen(network.host(GUA))  # type: ignore[arg-type]

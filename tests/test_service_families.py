@@ -6,6 +6,7 @@ router, each a FakeGateway.  Tests are named after shared/rfc6887-client.md.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
@@ -54,6 +55,8 @@ class FamiliesTestCase(SynchronousTestCase):
         self.network.attach(self.router, (ROUTER, 5351))
         self.global_address = GUA
         self.patch(pcp_client, "global_address_toward", lambda server: self.global_address)
+        self.patch(pcp_client, "check_assigned", self.check_assigned)
+        self.vanished: set[str] = set()  # addresses this host lost (a link went down)
         self.patch(pcp_client, "_source_toward", lambda server: "fe80::10")
         self.patch(link_module, "listen6", self.listen6)
         self.listening6: list[Any] = []
@@ -67,6 +70,11 @@ class FamiliesTestCase(SynchronousTestCase):
     def logged(self) -> list[str]:
         """Every log line so far, as written."""
         return [formatEvent(event) for event in self.log_events]
+
+    def check_assigned(self, address: str) -> None:
+        """The in-memory stand-in for binding a throwaway socket to C{address}."""
+        if address in self.vanished:
+            raise OSError(errno.EADDRNOTAVAIL, f"this host no longer has {address}")
 
     def listen6(self, listener: Any, router: Any, reactor: Any, port: int) -> Any:
         """The in-memory stand-in for joining ff02::1 on the router's interface."""

@@ -5,6 +5,7 @@ the choices are pure and tested on values; the socket lookups on loopback only.
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from txnatpmp import NoGlobalAddress
 from txnatpmp._source import (
     InterfaceAddress,
+    check_assigned,
     global_address_toward,
     is_global_unicast,
     parse_if_inet6,
@@ -98,3 +100,10 @@ def test_P08_no_global_address_anywhere(tmp_path: Path, monkeypatch: pytest.Monk
     listing.write_text(IF_INET6)
     assert global_address_toward(("fe80::1", 5351, 0, 1), "eth0", str(listing)) == (
         "2001:db8:100::10")
+
+
+def test_check_assigned_passes_for_an_address_this_host_has_and_names_one_it_lacks() -> None:
+    check_assigned("127.0.0.1")  # binds a throwaway socket; sends nothing
+    with pytest.raises(OSError, match="this host no longer has 203.0.113.254") as caught:
+        check_assigned("203.0.113.254")
+    assert caught.value.errno == errno.EADDRNOTAVAIL

@@ -107,6 +107,23 @@ def source_address_toward(server: tuple[str, int] | tuple[str, int, int, int]) -
         return str(probe.getsockname()[0]).partition("%")[0]
 
 
+def check_assigned(address: str) -> None:
+    """
+    Check that this host still has C{address}, by binding a throwaway UDP socket to it.  Linux
+    lets a socket bound to an address that was since removed (a link that went down drops its
+    static IPv6 addresses) go on sending from it: the router would answer an address nobody
+    has.
+
+    @raise OSError: C{EADDRNOTAVAIL} when the host no longer has it.
+    """
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind((address, 0))
+        except OSError as error:
+            raise OSError(error.errno, f"this host no longer has {address}") from None
+
+
 def global_address_toward(server: tuple[str, int] | tuple[str, int, int, int],
                           interface: str = "", if_inet6: str = "/proc/net/if_inet6") -> str:
     """

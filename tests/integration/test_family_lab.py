@@ -224,3 +224,37 @@ def test_P08_the_daemons_pinholes_move_to_a_new_global_address_and_the_old_ones_
         lab.run("client", "ip", "addr", "change", f"{CLIENT6}/64", "dev", device,
                 "preferred_lft", "forever", "valid_lft", "forever", check=False)
         lab.run("client", "ip", "addr", "del", f"{new_address}/64", "dev", device, check=False)
+
+
+def test_P08_while_the_link_lost_the_address_nothing_is_sent_from_it_and_it_renews_after(
+        lab: Lab) -> None:
+    """The link goes down and up: Linux drops the client's static IPv6 addresses, yet a
+    socket bound to one may still send from it, and the router would answer an address nobody
+    has.  Nothing is sent until the address is back (as SLAAC brings it), then the pinhole is
+    renewed."""
+    device = lab.veth["client"]
+    daemon = lab.twist("-m", "tcp:60350", "--family", "6", "--lifetime", "8")
+    eventually(lambda: lab.pinholes() == [("tcp", 60350, CLIENT6)], timeout=15)
+    try:
+        lab.set_client_link(False)
+        lab.set_client_link(True)
+        assert CLIENT6 not in lab.run("client", "ip", "-6", "addr", "show", "dev", device).stdout
+        lab.count_requests()
+        # The renewal is due within 4 s of the last grant: it is either held back or sent.
+        eventually(lambda: "this host no longer has" in lab.output(daemon)
+                   or lab.requests_counted() > 0, timeout=15)
+        assert lab.requests_counted() == 0
+    finally:  # the address comes back, and the default route with it, as a Router Advertisement
+        lab.run("client", "ip", "addr", "add", f"{CLIENT6}/64", "dev", device, "nodad",
+                check=False)
+        lab.run("client", "ip", "-6", "route", "replace", "default", "via",
+                str(lab.gateway_link_local()), "dev", device, check=False)
+    # Renewed at the request's next retransmission (PCP's 3 s doubling, P39).
+    eventually(lambda: "Renewed tcp 60350" in lab.output(daemon).partition("no longer has")[2],
+               timeout=40, interval=0.5)
+    assert lab.pinholes() == [("tcp", 60350, CLIENT6)]
+    terminate(daemon)
+    log = lab.output(daemon)
+    assert log.count("this host no longer has") == 1, log
+    assert "works again" in log, log
+    assert "Traceback" not in log, log

@@ -26,7 +26,7 @@ from .._errors import (
 from .._exchanges import Exchange, ExchangeQueue
 from .._reactor import global_reactor
 from .._results import Mapping
-from .._source import global_address_toward, is_global_unicast
+from .._source import check_assigned, global_address_toward, is_global_unicast
 from .._source import source_address_toward as _source_toward
 from .._spec import DEFAULT_LIFETIME, Gateway
 from .._wire import check_protocol
@@ -586,6 +586,10 @@ class PCPClient(ExchangeQueue[_Exchange]):
             source = self.source_address  # no route: an OSError, a lost transmission too
             self._last_source = source
             exchange.data = encode(evolve(exchange.template, client_address=source))
+        if self.family == 6:  # Linux drops static IPv6 addresses when a link goes down
+            bound = str(self.transport.getHost().host).partition("%")[0]
+            if bound != "::":
+                check_assigned(bound)  # bound to an address this host lost: a lost transmission
         self.transport.write(exchange.data, self.destination)  # type: ignore[arg-type]
 
     def _no_answer(self, exchange: _Exchange) -> None:
