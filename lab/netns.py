@@ -238,14 +238,11 @@ class Lab:
         if self._pid is None:
             return
         pid, self._pid = self._pid, None
-        if not _running(pid):  # it died earlier: its pid may be another program's by now
-            return
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        _stop_daemon(pid)
-        if self._gateway is not None:
+        if _running(pid):  # else it died earlier: its pid may be another program's by now
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+            _stop_daemon(pid)
+        if self._gateway is not None:  # our child in debug mode: reaped here
             self._gateway.wait(1)
             self._gateway = None
 
@@ -686,15 +683,15 @@ def _stop_daemon(pid: int, timeout: float = 10) -> None:
         time.sleep(0.02)
 
 
-def _running(pid: int, name: str = "miniupnpd") -> bool:
-    """Whether C{pid} is a C{name} process that has not exited (a zombie waiting to be reaped
-    has; a pid reused by another program is not ours to signal)."""
+def _running(pid: int) -> bool:
+    """Whether C{pid} is a miniupnpd that has not exited (a zombie waiting to be reaped has; a
+    pid reused by another program is not ours to signal)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except (FileNotFoundError, ProcessLookupError):
         return False
     command, _, rest = stat.partition("(")[2].rpartition(")")
-    return command == name and rest.split()[0] != "Z"
+    return command == "miniupnpd" and rest.split()[0] != "Z"
 
 
 def _wait_for(condition: Any, timeout: float, message: str) -> None:

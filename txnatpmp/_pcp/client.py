@@ -254,8 +254,7 @@ class PCPClient(ExchangeQueue[_Exchange]):
 
     @window.setter
     def window(self, size: int) -> None:
-        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-            raise ValueError(f"the window must be a whole number from 1, not {size!r}")
+        _check_range("window", size, 1, 0xFFFF)
         self._window = size
         self._send_next()
 
